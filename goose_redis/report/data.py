@@ -1,0 +1,160 @@
+"""Metrics -> the report dict that every output format is rendered from.
+
+The shape is documented in docs/reports.md (and docs/architecture.md); the
+JSON report is this dict as written, so keep changes backward compatible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import __version__
+from ..metrics import Metrics, RowStats
+from ..scenario import LoadTest
+from ..sketch import quantile
+
+SCHEMA_VERSION = 1
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("50", 0.50), ("75", 0.75), ("90", 0.90), ("95", 0.95), ("99", 0.99), ("99.9", 0.999),
+)  # fmt: skip
+
+
+@dataclass
+class Phase:
+    name: str  # "ramp-up", "steady" or "stop"
+    started_at: float
+    ended_at: float
+
+
+@dataclass
+class RunInfo:
+    mode: str  # "standalone" or "gaggle"
+    started_at: float
+    ended_at: float
+    measured_from: float  # the reset moment, or the start
+    users: int
+    host: str | None
+    hatch_rate: float | None
+    run_time_s: float | None
+    iterations: int | None
+    metrics_reset: bool
+    phases: list[Phase] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    scenario_users: dict[int, int] = field(default_factory=dict)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def row_dict(name: str, row: RowStats, duration_s: float, *, with_status: bool = False) -> dict[str, Any]:
+    count = row.count
+    d: dict[str, Any] = {
+        "name": name,
+        "count": count,
+        "fail_count": row.fail_count,
+        "fail_pct": round(100.0 * row.fail_count / count, 3) if count else 0.0,
+        "rps": count / duration_s if duration_s > 0 else 0.0,
+        "fail_ps": row.fail_count / duration_s if duration_s > 0 else 0.0,
+        "mean_ms": row.total_ms / count if count else None,
+        "min_ms": row.min_ms if count else None,
+        "max_ms": row.max_ms if count else None,
+        "median_ms": None,
+        "percentiles_ms": {},
+        "status_codes": {str(k): v for k, v in sorted(row.status_codes.items())} if with_status else {},
+        "errors": dict(sorted(row.errors.items(), key=lambda kv: -kv[1])),
+    }
+    if count:
+        # A sketch value may sit up to 1 % outside the exact range; the exact range wins.
+        pct = {}
+        for label, q in PERCENTILES:
+            v = quantile(row.sketch, q)
+            pct[label] = min(max(v, row.min_ms), row.max_ms) if v is not None else None
+        d["percentiles_ms"] = pct
+        d["median_ms"] = pct["50"]
+    return d
+
+
+def _transaction_name(load_test: LoadTest, si: int, ti: int) -> tuple[str, str]:
+    try:
+        s = load_test.scenarios[si]
+        return s.name, s.transactions[ti].display_name
+    except IndexError:  # a Worker with another load test (--no-hash-check)
+        return f"scenario {si + 1}", f"transaction {ti + 1}"
+
+
+def _scenario_name(load_test: LoadTest, si: int) -> str:
+    return load_test.scenarios[si].name if si < len(load_test.scenarios) else f"scenario {si + 1}"
+
+
+def build_report(metrics: Metrics, load_test: LoadTest, info: RunInfo) -> dict[str, Any]:
+    duration = max(info.ended_at - info.measured_from, 1e-9)
+    requests = []
+    for (method, name), row in sorted(metrics.requests.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        d = row_dict(name, row, duration, with_status=True)
+        d["method"] = method
+        requests.append(d)
+    aggregated = row_dict("Aggregated", metrics.aggregated(), duration, with_status=True)
+    aggregated["method"] = ""
+    transactions = []
+    for (si, ti), row in sorted(metrics.transactions.items()):
+        scenario, tx = _transaction_name(load_test, si, ti)
+        d = row_dict(tx, row, duration)
+        d.update(scenario=scenario, scenario_index=si, transaction_index=ti)
+        transactions.append(d)
+    scenarios = []
+    for si in sorted(set(metrics.scenarios) | set(info.scenario_users)):
+        row = metrics.scenarios.get(si) or RowStats()
+        d = row_dict(_scenario_name(load_test, si), row, duration)
+        d["users"] = info.scenario_users.get(si, 0)
+        scenarios.append(d)
+    errors: list[dict[str, Any]] = [
+        {"method": method, "name": name, "error": text, "count": n}
+        for (method, name), row in metrics.requests.items()
+        for text, n in row.errors.items()
+    ]
+    errors.sort(key=lambda e: (-int(e["count"]), str(e["name"]), str(e["error"])))
+    series_origin = float(int(info.started_at))  # whole seconds, so chart times are round
+    return {
+        "schema": SCHEMA_VERSION,
+        "version": __version__,
+        "mode": info.mode,
+        "started_at": iso(info.started_at),
+        "ended_at": iso(info.ended_at),
+        "duration_s": round(duration, 3),
+        "users": info.users,
+        "host": info.host or "",
+        "hatch_rate": info.hatch_rate,
+        "run_time_s": info.run_time_s,
+        "iterations": info.iterations,
+        "metrics_reset": info.metrics_reset,
+        "phases": [
+            {"name": p.name, "started_at": iso(p.started_at), "duration_s": round(p.ended_at - p.started_at, 3)}
+            for p in info.phases
+        ],
+        "workers": info.workers,
+        "scenarios": scenarios,
+        "transactions": transactions,
+        "requests": requests,
+        "aggregated": aggregated,
+        "errors": errors,
+        "series": {
+            "interval_s": metrics.series.interval_s,
+            "started_at": series_origin,
+            "points": metrics.series.points(series_origin),
+        },
+    }
+
+
+def phases_of(started: float, ramp_done: float | None, stopping: float | None, ended: float) -> list[Phase]:
+    """Goose's phases from the moments a run passed through."""
+    phases = []
+    steady_from = ramp_done if ramp_done is not None else None
+    stop_from = stopping if stopping is not None else ended
+    phases.append(Phase("ramp-up", started, min(steady_from or stop_from, stop_from)))
+    if steady_from is not None and steady_from < stop_from:
+        phases.append(Phase("steady", steady_from, stop_from))
+    phases.append(Phase("stop", stop_from, ended))
+    return phases

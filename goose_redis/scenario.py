@@ -1,0 +1,208 @@
+"""Scenarios and transactions: what a load test is, as pure data.
+
+A user runs one scenario. One *iteration* of a scenario is a pass over its
+transaction schedule: sequenced transactions first (lowest sequence first),
+then the unsequenced ones, each appearing ``weight`` times (weights reduced by
+their gcd) and interleaved round-robin, as Goose's default scheduler does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import math
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .errors import InvalidOption
+
+if TYPE_CHECKING:
+    from .user import User
+
+TransactionFunction = Callable[["User"], Awaitable[Any]]
+
+
+@dataclass
+class Transaction:
+    function: TransactionFunction
+    name: str | None = None
+    weight: int = 1
+    sequence: int | None = None
+    on_start: bool = False
+    on_stop: bool = False
+
+    @property
+    def display_name(self) -> str:
+        return self.name or str(getattr(self.function, "__name__", "transaction"))
+
+
+@dataclass
+class Scenario:
+    name: str
+    weight: int = 1
+    wait: tuple[float, float] | None = None
+    host: str | None = None
+    transactions: list[Transaction] = field(default_factory=list)
+
+    def register(self, *transactions: Transaction) -> Scenario:
+        self.transactions.extend(transactions)
+        return self
+
+    def transaction(
+        self,
+        name: str | None = None,
+        *,
+        weight: int = 1,
+        sequence: int | None = None,
+        on_start: bool = False,
+        on_stop: bool = False,
+    ) -> Callable[[TransactionFunction], TransactionFunction]:
+        """Decorator form of ``register(Transaction(...))``."""
+
+        def add(fn: TransactionFunction) -> TransactionFunction:
+            self.transactions.append(Transaction(fn, name, weight, sequence, on_start, on_stop))
+            return fn
+
+        return add
+
+    @property
+    def machine_name(self) -> str:
+        """Goose's machine name: lower case, letters and digits only."""
+        return re.sub(r"[^a-z0-9]", "", self.name.lower())
+
+
+@dataclass(frozen=True)
+class PlannedScenario:
+    """A validated scenario with its schedules resolved."""
+
+    index: int
+    scenario: Scenario
+    on_start: tuple[int, ...]
+    schedule: tuple[int, ...]
+    on_stop: tuple[int, ...]
+
+
+class LoadTest:
+    """The validated, filtered set of scenarios a run executes."""
+
+    def __init__(self, scenarios: Sequence[Scenario]) -> None:
+        self.scenarios = list(scenarios)
+        self.planned = [plan_scenario(i, s) for i, s in enumerate(self.scenarios)]
+        self.user_slots = scenario_slots([s.weight for s in self.scenarios])
+
+    def scenario_for_user(self, user_index: int) -> int:
+        """Deterministic, so every Worker computes the same slots from counts alone."""
+        return self.user_slots[user_index % len(self.user_slots)]
+
+    def hosts(self) -> list[str | None]:
+        return [s.host for s in self.scenarios]
+
+    def describe(self) -> str:
+        lines = []
+        for s in self.scenarios:
+            lines.append(f"{s.name} (machine name: {s.machine_name}, weight: {s.weight})")
+            for t in s.transactions:
+                flags = [f"weight: {t.weight}"]
+                if t.sequence is not None:
+                    flags.append(f"sequence: {t.sequence}")
+                if t.on_start:
+                    flags.append("on_start")
+                if t.on_stop:
+                    flags.append("on_stop")
+                lines.append(f"  - {t.display_name} ({', '.join(flags)})")
+        return "\n".join(lines)
+
+    def hash(self) -> str:
+        """What a Worker must share with its Manager: names, weights, sequences, hosts,
+        waits; not function bodies (as Goose)."""
+        shape = [
+            [
+                s.name,
+                s.weight,
+                list(s.wait) if s.wait else None,
+                s.host,
+                [[t.display_name, t.weight, t.sequence, t.on_start, t.on_stop] for t in s.transactions],
+            ]
+            for s in self.scenarios
+        ]
+        return hashlib.sha256(orjson.dumps(shape)).hexdigest()[:16]
+
+
+def _validate(scenario: Scenario) -> None:
+    label = f"scenario {scenario.name!r}"
+    if not isinstance(scenario.weight, int) or scenario.weight < 1:
+        raise InvalidOption("scenario weight", scenario.weight, f"{label} must have a weight of at least 1")
+    if not scenario.transactions:
+        raise InvalidOption("scenario", scenario.name, f"{label} has no transactions")
+    if scenario.wait is not None:
+        lo, hi = scenario.wait
+        if lo < 0 or hi < lo:
+            raise InvalidOption("scenario wait", scenario.wait, f"{label} needs 0 <= min <= max")
+    for t in scenario.transactions:
+        if not isinstance(t.weight, int) or t.weight < 1:
+            raise InvalidOption(
+                "transaction weight",
+                t.weight,
+                f"transaction {t.display_name!r} of {label} must have a weight of at least 1",
+            )
+
+
+def plan_scenario(index: int, scenario: Scenario) -> PlannedScenario:
+    _validate(scenario)
+    txs = scenario.transactions
+    starts = [i for i, t in enumerate(txs) if t.on_start]
+    stops = [i for i, t in enumerate(txs) if t.on_stop]
+    regular = [i for i, t in enumerate(txs) if not t.on_start and not t.on_stop]
+
+    def by_sequence(ids: list[int]) -> list[int]:
+        # Sequenced first, lowest first; stable for equal sequences.
+        return sorted(ids, key=lambda i: (txs[i].sequence is None, txs[i].sequence or 0))
+
+    sequenced = [i for i in by_sequence(regular) if txs[i].sequence is not None]
+    unsequenced = [i for i in regular if txs[i].sequence is None]
+    schedule: list[int] = []
+    for seq in sorted({s for i in sequenced if (s := txs[i].sequence) is not None}):
+        group = [i for i in sequenced if txs[i].sequence == seq]
+        schedule.extend(round_robin(group, [txs[i].weight for i in group]))
+    schedule.extend(round_robin(unsequenced, [txs[i].weight for i in unsequenced]))
+    if not schedule and not starts and not stops:
+        raise InvalidOption("scenario", scenario.name, f"scenario {scenario.name!r} has no transactions")
+    return PlannedScenario(index, scenario, tuple(by_sequence(starts)), tuple(schedule), tuple(by_sequence(stops)))
+
+
+def round_robin(ids: Sequence[int], weights: Sequence[int]) -> list[int]:
+    """Interleave ids, each ``weight / gcd`` times: [a,b,a,b,a] for weights 3:2."""
+    if not ids:
+        return []
+    g = reduce(math.gcd, weights)
+    left = [w // g for w in weights]
+    out: list[int] = []
+    while any(left):
+        for pos, i in enumerate(ids):
+            if left[pos]:
+                out.append(i)
+                left[pos] -= 1
+    return out
+
+
+def scenario_slots(weights: Sequence[int]) -> list[int]:
+    """Scenario index per user slot, weights reduced and interleaved."""
+    return round_robin(list(range(len(weights))), weights)
+
+
+def filter_scenarios(scenarios: Sequence[Scenario], spec: str | None) -> list[Scenario]:
+    """``--scenarios a,b*``: match machine names, ``*`` as a wildcard."""
+    if not spec:
+        return list(scenarios)
+    patterns = [p.strip().lower() for p in spec.split(",") if p.strip()]
+    chosen = [s for s in scenarios if any(fnmatch.fnmatchcase(s.machine_name, p) for p in patterns)]
+    for p in patterns:
+        if not any(fnmatch.fnmatchcase(s.machine_name, p) for s in scenarios):
+            known = ", ".join(s.machine_name for s in scenarios)
+            raise InvalidOption("--scenarios", spec, f"no scenario matches {p!r} (known: {known})")
+    return chosen

@@ -1,0 +1,245 @@
+"""A simulated user: its own aiohttp session (own cookie jar) and request helpers.
+
+Requests are timed from just before the request is sent until the whole body
+is read. Their records wait in the user until the transaction ends, so a
+transaction can still mark a response failed (or succeeded) after reading it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+
+from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from .recorder import Recorder
+
+log = logging.getLogger("goose_redis.user")
+
+Headers = Mapping[str, str] | None
+Params = Mapping[str, str | int | float] | None
+
+# Flush pending records early if a transaction makes very many requests.
+MAX_PENDING = 1000
+
+
+class Response:
+    """What a request gave back; ``status`` is 0 when no HTTP response came."""
+
+    __slots__ = (
+        "method", "name", "url", "status", "reason", "headers", "body", "elapsed_ms",
+        "started", "success", "error", "_text", "_recorded",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        method: str,
+        name: str,
+        url: str,
+        started: float,
+        elapsed_ms: float,
+        status: int = 0,
+        reason: str = "",
+        headers: CIMultiDictProxy[str] | None = None,
+        body: bytes = b"",
+        success: bool = True,
+        error: str | None = None,
+    ) -> None:
+        self.method = method
+        self.name = name
+        self.url = url
+        self.started = started
+        self.elapsed_ms = elapsed_ms
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.success = success
+        self.error = error
+        self._text: str | None = None
+        self._recorded = False
+
+    @property
+    def ok(self) -> bool:
+        return self.success
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.body.decode("utf-8", "replace")
+        return self._text
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def fail(self, reason: str = "validation failed") -> None:
+        """Count this request as failed, with ``reason`` in the errors table."""
+        self._set_outcome(False, reason)
+
+    def succeed(self) -> None:
+        """Count this request as a success (for example an expected 404)."""
+        self._set_outcome(True, None)
+
+    def _set_outcome(self, success: bool, error: str | None) -> None:
+        if self._recorded:
+            log.warning("%s %s: outcome changed after its transaction ended; ignored", self.method, self.name)
+            return
+        self.success = success
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"<Response {self.method} {self.name} {self.status} {self.elapsed_ms:.2f}ms ok={self.success}>"
+
+
+def describe_exception(exc: BaseException, timeout_s: float) -> str:
+    """A short, readable error text for the errors table."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return f"timeout after {timeout_s:g}s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"connection failed: {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"
+
+
+class User:
+    """One user of the load test; passed to every transaction function."""
+
+    def __init__(
+        self,
+        index: int,
+        scenario: Scenario,
+        scenario_index: int,
+        host: str,
+        recorder: Recorder,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.index = index
+        self.scenario = scenario
+        self.scenario_index = scenario_index
+        self.host = host.rstrip("/")
+        self.session_data: dict[str, Any] = {}
+        self.timeout_s = timeout_s
+        self.transaction_name = ""
+        self._recorder = recorder
+        self._pending: list[Response] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # unsafe=True: keep cookies from IP-address hosts (targets are often 127.0.0.1).
+            self._session = aiohttp.ClientSession(
+                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                connector=aiohttp.TCPConnector(limit=16, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.host}/{path.lstrip('/')}"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        name: str | None = None,
+        headers: Headers = None,
+        params: Params = None,
+        data: Any = None,
+        json: Any = None,
+        expect_status: int | None = None,
+        allow_redirects: bool = True,
+    ) -> Response:
+        url = self.url(path)
+        if name is None:
+            name = path.split("?", 1)[0]
+        kwargs: dict[str, Any] = {"allow_redirects": allow_redirects}
+        if headers:
+            kwargs["headers"] = headers
+        if params:
+            kwargs["params"] = params
+        if json is not None:
+            kwargs["data"] = orjson.dumps(json)
+            kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
+        elif data is not None:
+            kwargs["data"] = data
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            async with self.session.request(method, url, **kwargs) as r:
+                body = await r.read()
+            elapsed_ms = (time.perf_counter() - t0) * 1000.0
+            status = r.status
+            if expect_status is not None:
+                success = status == expect_status
+                error = None if success else f"expected status {expect_status}, got {status} {r.reason or ''}"
+            else:
+                success = status < 400
+                error = None if success else f"{status} {r.reason or ''}".strip()
+            resp = Response(
+                method, name, url, started, elapsed_ms, status, r.reason or "", r.headers, body, success, error
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every transport failure becomes a failed request, never a crash
+            elapsed_ms = (time.perf_counter() - t0) * 1000.0
+            resp = Response(
+                method, name, url, started, elapsed_ms, success=False,
+                error=describe_exception(exc, self.timeout_s),
+            )  # fmt: skip
+        self._pending.append(resp)
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+        return resp
+
+    def flush(self) -> bool:
+        """Record pending requests; return True if any of them failed."""
+        failed = False
+        for resp in self._pending:
+            resp._recorded = True
+            failed |= not resp.success
+            self._recorder.request(resp, self)
+        self._pending.clear()
+        return failed
+
+    async def get(self, path: str, **kw: Any) -> Response:
+        return await self.request("GET", path, **kw)
+
+    async def head(self, path: str, **kw: Any) -> Response:
+        return await self.request("HEAD", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Response:
+        return await self.request("DELETE", path, **kw)
+
+    async def post(self, path: str, data: Any = None, **kw: Any) -> Response:
+        return await self.request("POST", path, data=data, **kw)
+
+    async def put(self, path: str, data: Any = None, **kw: Any) -> Response:
+        return await self.request("PUT", path, data=data, **kw)
+
+    async def patch(self, path: str, data: Any = None, **kw: Any) -> Response:
+        return await self.request("PATCH", path, data=data, **kw)
+
+    async def post_json(self, path: str, json: Any, **kw: Any) -> Response:
+        return await self.request("POST", path, json=json, **kw)
+
+    async def post_form(self, path: str, form: Mapping[str, str], **kw: Any) -> Response:
+        # A dict body is sent as application/x-www-form-urlencoded by aiohttp.
+        return await self.request("POST", path, data=dict(form), **kw)
