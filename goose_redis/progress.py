@@ -1,0 +1,111 @@
+"""The live progress line on stderr while a load test runs.
+
+On a terminal one line is rewritten in place; anywhere else (CI logs, files)
+a plain line is printed at most every ``interval_s`` seconds so logs stay short.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from goose_redis.report.fmt import fail_pct, fmt_clock, fmt_int, fmt_ms, fmt_pct
+
+CLEAR_TO_END = "\x1b[K"
+
+
+def format_progress(
+    users: int,
+    target_users: int,
+    elapsed_s: float,
+    run_time_s: float | None,
+    rps: float,
+    requests: int,
+    failures: int,
+    p95_ms: float | None,
+    workers: int | None = None,
+) -> str:
+    """``users 8/8 | 00:12/00:30 | 412.3 req/s | 4,950 reqs | 3 fails (0.06%) | p95 12.4 ms | workers 2``."""
+    clock = fmt_clock(elapsed_s)
+    if run_time_s is not None:
+        clock += f"/{fmt_clock(run_time_s)}"
+    parts = [
+        f"users {users}/{target_users}",
+        clock,
+        f"{rps:,.1f} req/s",
+        f"{fmt_int(requests)} reqs",
+        f"{fmt_int(failures)} fails ({fmt_pct(fail_pct(failures, requests))})",
+        f"p95 {fmt_ms(p95_ms)} ms" if p95_ms is not None else "p95 -",
+    ]
+    if workers is not None:
+        parts.append(f"workers {workers}")
+    return " | ".join(parts)
+
+
+class ProgressLine:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        if tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            tty = bool(isatty()) if callable(isatty) else False
+        self.tty = tty
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last_plain: float | None = None
+        self._on_line = False  # a TTY line is showing and the cursor sits at its end
+
+    def update(
+        self,
+        users: int,
+        target_users: int,
+        elapsed_s: float,
+        run_time_s: float | None,
+        rps: float,
+        requests: int,
+        failures: int,
+        p95_ms: float | None,
+        workers: int | None = None,
+    ) -> None:
+        if not self.tty:
+            now = self._clock()
+            if self._last_plain is not None and now - self._last_plain < self.interval_s:
+                return
+            self._last_plain = now
+        line = format_progress(users, target_users, elapsed_s, run_time_s, rps, requests, failures, p95_ms, workers)
+        try:
+            if self.tty:
+                self.stream.write(f"\r{line}{CLEAR_TO_END}")
+                self._on_line = True
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed or broken stderr must not stop the run
+            pass
+
+    def clear(self) -> None:
+        """Erase the in-place line, so other output (tables) starts on a clean line."""
+        if self.tty and self._on_line:
+            try:
+                self.stream.write(f"\r{CLEAR_TO_END}")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._on_line = False
+
+    def close(self) -> None:
+        """Leave the last TTY line on screen and move to the next line."""
+        if self.tty and self._on_line:
+            try:
+                self.stream.write("\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._on_line = False

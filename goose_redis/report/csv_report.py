@@ -1,0 +1,149 @@
+"""Report dict -> CSV files, one per table family.
+
+Naming rule: the ``.csv`` suffix of the given path is replaced by ``-<family>.csv``,
+so ``--report-file out.csv`` writes
+
+* ``out-requests.csv``      one row per request, then the ``Aggregated`` row last
+* ``out-transactions.csv``  one row per transaction (with its scenario)
+* ``out-scenarios.csv``     one row per scenario
+* ``out-series.csv``        one row per series point per request row, plus ``Aggregated``
+* ``out-errors.csv``        one row per distinct error
+
+A path without a ``.csv`` suffix is used whole as the stem (``out`` -> ``out-requests.csv``).
+Every file is written, with its header, even when it has no data rows.
+
+Numbers are written unformatted (``repr`` of the float, no thousands separator);
+a missing value (``null`` in the report) is an empty cell. Status codes are
+``code:count`` pairs joined by ``;`` (``200:12;404:1``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from goose_redis.report.fmt import PERCENTILES, status_code_items
+
+Row = Mapping[str, Any]
+
+FAMILIES = ("requests", "transactions", "scenarios", "series", "errors")
+
+# Row fields copied as they are, then the percentiles flattened to p50_ms .. p99.9_ms.
+ROW_FIELDS = ["count", "fail_count", "fail_pct", "rps", "fail_ps", "mean_ms", "min_ms", "max_ms", "median_ms"]
+STAT_COLUMNS = [*ROW_FIELDS, *[f"p{key}_ms" for key, _ in PERCENTILES]]
+REQUEST_COLUMNS = ["name", "method", *STAT_COLUMNS, "status_codes"]
+TRANSACTION_COLUMNS = ["name", "scenario", *STAT_COLUMNS]
+SCENARIO_COLUMNS = ["name", "users", *STAT_COLUMNS]
+SERIES_COLUMNS = [
+    "t",
+    "name",
+    "users",
+    "requests",
+    "failures",
+    "rps",
+    "fail_ps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+]
+ERROR_COLUMNS = ["method", "name", "error", "count"]
+
+
+def csv_paths(path: str) -> dict[str, str]:
+    """The file each family is written to, by the naming rule above."""
+    stem = path[:-4] if path.lower().endswith(".csv") else path
+    return {family: f"{stem}-{family}.csv" for family in FAMILIES}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def status_codes_cell(codes: Mapping[str, int] | None) -> str:
+    return ";".join(f"{code}:{count}" for code, count in status_code_items(codes))
+
+
+def _stats(row: Row) -> list[str]:
+    pct = row.get("percentiles_ms") or {}
+    return [_cell(row.get(c)) for c in ROW_FIELDS] + [_cell(pct.get(key)) for key, _ in PERCENTILES]
+
+
+def _write(path: str, header: list[str], rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _series_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    series = report.get("series") or {}
+    interval = float(series.get("interval_s") or 1)
+    out: list[list[str]] = []
+    for p in series.get("points") or []:
+        t = _cell(p.get("t"))
+        for name, pair in (p.get("rows") or {}).items():
+            count, fails = int(pair[0]), int(pair[1])
+            # Per-row points only carry counts; rates follow from the bucket width.
+            out.append(
+                [t, name, "", str(count), str(fails), _cell(count / interval), _cell(fails / interval), "", "", ""]
+            )
+        out.append(
+            [
+                t,
+                "Aggregated",
+                _cell(p.get("users")),
+                _cell(p.get("requests")),
+                _cell(p.get("failures")),
+                _cell(p.get("rps")),
+                _cell(p.get("fail_ps")),
+                _cell(p.get("p50_ms")),
+                _cell(p.get("p95_ms")),
+                _cell(p.get("p99_ms")),
+            ]
+        )
+    return out
+
+
+def write_csv(report: Mapping[str, Any], path: str) -> list[str]:
+    """Write the five CSV files for ``path``; returns their paths in ``FAMILIES`` order."""
+    paths = csv_paths(path)
+    Path(paths["requests"]).parent.mkdir(parents=True, exist_ok=True)
+
+    def request(r: Row) -> list[str]:
+        codes = status_codes_cell(r.get("status_codes"))
+        return [_cell(r.get("name")), _cell(r.get("method")), *_stats(r), codes]
+
+    rows = [request(r) for r in report.get("requests") or []]
+    agg: Row | None = report.get("aggregated")
+    if agg:
+        rows.append(request({**agg, "name": agg.get("name") or "Aggregated"}))
+    _write(paths["requests"], REQUEST_COLUMNS, rows)
+
+    transactions = report.get("transactions") or []
+    _write(
+        paths["transactions"],
+        TRANSACTION_COLUMNS,
+        [[_cell(r.get("name")), _cell(r.get("scenario")), *_stats(r)] for r in transactions],
+    )
+    scenarios = report.get("scenarios") or []
+    _write(
+        paths["scenarios"],
+        SCENARIO_COLUMNS,
+        [[_cell(r.get("name")), _cell(r.get("users")), *_stats(r)] for r in scenarios],
+    )
+    _write(paths["series"], SERIES_COLUMNS, _series_rows(report))
+    _write(
+        paths["errors"],
+        ERROR_COLUMNS,
+        [
+            [_cell(e.get("method")), _cell(e.get("name")), _cell(e.get("error")), _cell(e.get("count"))]
+            for e in report.get("errors") or []
+        ],
+    )
+    return [paths[f] for f in FAMILIES]
