@@ -117,7 +117,7 @@ def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[
             raise InvalidOption("--file", "", "A load-test file is required: goose-redis -f FILE.")
         scenarios = load_file(raw["file"])
     chosen = filter_scenarios(scenarios, raw.get("scenarios"))
-    load_test = LoadTest(chosen)
+    load_test = LoadTest(chosen, scenarios)
     config = build_config(raw, load_test.hosts())
     return config, load_test
 
@@ -215,10 +215,13 @@ def status_command(redis_url: str, gaggle: str, as_json: bool) -> None:
     """Print a live gaggle's state: manager, workers, users, requests so far."""
     from .gaggle.status import show_status
 
+    setup_logging(0, False)
     try:
         sys.exit(asyncio.run(show_status(redis_url, gaggle, as_json)))
     except InvalidOption as exc:
         _fail(str(exc), 2)
+    except LoadTestError as exc:
+        _fail(str(exc), 1)
 
 
 SUBCOMMANDS: dict[str, click.Command] = {

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 from .durations import parse_duration
 from .errors import InvalidOption
+from .report.writers import report_format
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HATCH_RATE = 1.0
-REPORT_EXTENSIONS = (".json", ".html", ".htm", ".md", ".markdown", ".csv")
 
 # Options the Manager decides for the whole gaggle; a Worker must not set them.
 MANAGER_ONLY = {
@@ -31,6 +31,7 @@ MANAGER_ONLY = {
     "report_file": "--report-file",
     "running_metrics": "--running-metrics",
     "expect_workers": "--expect-workers",
+    "scenarios": "--scenarios",
 }
 
 
@@ -187,8 +188,7 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
     running = _duration("--running-metrics", raw["running_metrics"]) if raw.get("running_metrics") is not None else None
     reports = tuple(raw.get("report_file") or ())
     for path in reports:
-        if not path.lower().endswith(REPORT_EXTENSIONS):
-            raise InvalidOption("--report-file", path, "Unknown report format: use .json, .html, .md or .csv.")
+        report_format(path)
 
     host = validate_host("--host", raw["host"]) if raw.get("host") else None
     list_only = bool(raw.get("list_only"))

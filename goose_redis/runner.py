@@ -79,6 +79,7 @@ class Runner:
         self.ended_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._logged_errors: set[str] = set()
+        self._plan_done = asyncio.Event()
 
     def stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
@@ -99,6 +100,15 @@ class Runner:
                 pass
         return self.stop_event.is_set()
 
+    async def _wait_for(self, event: asyncio.Event) -> bool:
+        """Wait for ``event``; True if stopped first."""
+        if not event.is_set():
+            waiters = [asyncio.create_task(event.wait()), asyncio.create_task(self.stop_event.wait())]
+            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+        return self.stop_event.is_set()
+
     async def run(
         self,
         start_at: float,
@@ -112,7 +122,11 @@ class Runner:
         ticker = asyncio.create_task(self._tick(on_tick))
         launcher = asyncio.create_task(self._launch(start_at))
         try:
-            if not await self._wait_until(start_at + self.options.ramp_end_s):
+            ramp_stopped = await self._wait_until(start_at + self.options.ramp_end_s)
+            if not ramp_stopped:
+                # The last launch is due at the same instant: let it happen first.
+                ramp_stopped = await self._wait_for(self._plan_done)
+            if not ramp_stopped:
                 self.ramp_done_at = time.time()
                 log.info("all %d users launched", self.launched)
                 if on_ramp_done is not None:
@@ -144,6 +158,7 @@ class Runner:
             self.active += 1
             log.debug("launched user %d (%s)", launch.user_index, planned.scenario.name)
             self._tasks.append(asyncio.create_task(self._user_main(user, planned)))
+        self._plan_done.set()
         if self.options.iterations is not None:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self.stop(f"every user ran {self.options.iterations} iteration(s)")
@@ -240,8 +255,11 @@ class Runner:
                 t.cancel()
             await asyncio.gather(*still, return_exceptions=True)
             # Cancelled users still owe their on_stop transactions, bounded.
-            for user, task in zip(self.users, self._tasks, strict=True):
-                if task in still:
-                    planned = self.load_test.planned[user.scenario_index]
-                    await self._run_on_stop(user, planned)
-                    await user.close()
+            owed = [u for u, t in zip(self.users, self._tasks, strict=True) if t in still]
+            await asyncio.gather(*(self._finish_cancelled(u) for u in owed), return_exceptions=True)
+
+    async def _finish_cancelled(self, user: User) -> None:
+        try:
+            await self._run_on_stop(user, self.load_test.planned[user.scenario_index])
+        finally:
+            await user.close()

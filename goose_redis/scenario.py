@@ -90,8 +90,10 @@ class PlannedScenario:
 class LoadTest:
     """The validated, filtered set of scenarios a run executes."""
 
-    def __init__(self, scenarios: Sequence[Scenario]) -> None:
+    def __init__(self, scenarios: Sequence[Scenario], all_scenarios: Sequence[Scenario] | None = None) -> None:
         self.scenarios = list(scenarios)
+        # Before --scenarios filtered them: what a Worker must share with its Manager.
+        self.all_scenarios = list(all_scenarios) if all_scenarios is not None else self.scenarios
         self.planned = [plan_scenario(i, s) for i, s in enumerate(self.scenarios)]
         self.user_slots = scenario_slots([s.weight for s in self.scenarios])
 
@@ -118,19 +120,26 @@ class LoadTest:
         return "\n".join(lines)
 
     def hash(self) -> str:
-        """What a Worker must share with its Manager: names, weights, sequences, hosts,
-        waits; not function bodies (as Goose)."""
-        shape = [
-            [
-                s.name,
-                s.weight,
-                list(s.wait) if s.wait else None,
-                s.host,
-                [[t.display_name, t.weight, t.sequence, t.on_start, t.on_stop] for t in s.transactions],
-            ]
-            for s in self.scenarios
+        return _hash(self.scenarios)
+
+    def full_hash(self) -> str:
+        return _hash(self.all_scenarios)
+
+
+def _hash(scenarios: Sequence[Scenario]) -> str:
+    """What a Worker must share with its Manager: names, weights, sequences, hosts,
+    waits; not function bodies (as Goose)."""
+    shape = [
+        [
+            s.name,
+            s.weight,
+            list(s.wait) if s.wait else None,
+            s.host,
+            [[t.display_name, t.weight, t.sequence, t.on_start, t.on_stop] for t in s.transactions],
         ]
-        return hashlib.sha256(orjson.dumps(shape)).hexdigest()[:16]
+        for s in scenarios
+    ]
+    return hashlib.sha256(orjson.dumps(shape)).hexdigest()[:16]
 
 
 def _validate(scenario: Scenario) -> None:
