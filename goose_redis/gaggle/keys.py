@@ -1,0 +1,98 @@
+"""THE Redis key schema of a gaggle: every key and channel, in one place.
+
+Every key starts with ``goose:{gaggle}:`` so several gaggles share one Redis
+(and an ACL user can be limited to ``~goose:*`` / ``&goose:*``). The table in
+docs/redis-keys.md documents each key for ``redis-cli`` users; keep both in step.
+
+| key                     | type    | writer  | TTL        | meaning                                           |
+|-------------------------|---------|---------|------------|---------------------------------------------------|
+| run                     | hash    | manager | none       | run id, state, config, start time, stop reason    |
+| manager                 | string  | manager | 5 s        | manager heartbeat (JSON with run id and time)     |
+| workers                 | hash    | workers | none       | worker id -> registration JSON                    |
+| worker:{id}             | hash    | worker  | 1 h        | state, index, users, requests, failures, hb time  |
+| hb:{id}                 | string  | worker  | 5 s        | worker heartbeat: gone when the worker is         |
+| assign:{id}             | string  | manager | 1 h        | the worker's assignment or refusal (JSON)         |
+| ready                   | set     | workers | none       | the start barrier: ids of workers ready to go     |
+| stop                    | string  | anyone  | 1 h        | a stop request (JSON: who, why); first one wins   |
+| metrics                 | stream  | workers | MAXLEN     | metric deltas, one per worker per interval        |
+| acks                    | hash    | manager | none       | worker id -> last metrics seq merged              |
+| control                 | channel | anyone  | -          | wake-ups: register, assign, start, exit           |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "goose"
+
+# Timing of the protocol (seconds).
+HEARTBEAT_S = 1.0
+HEARTBEAT_TTL_S = 5
+WORKER_LOST_AFTER_S = 5.0
+LONG_TTL_S = 3600
+METRICS_INTERVAL_S = 2.0
+STREAM_MAXLEN = 100_000
+POLL_S = 0.5
+# A blocking stream read stays well below the socket timeout.
+XREAD_BLOCK_MS = 1000
+SOCKET_TIMEOUT_S = 5.0
+
+# Run states, in order.
+WAITING, RUNNING, STOPPING, DONE = "waiting", "running", "stopping", "done"
+
+# Control-channel words (pub/sub is a wake-up only: every decision lives in keys).
+WAKE_REGISTER, WAKE_ASSIGN, WAKE_START, WAKE_EXIT = b"register", b"assign", b"start", b"exit"
+
+
+@dataclass(frozen=True)
+class Keys:
+    gaggle: str
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}:{self.gaggle}:"
+
+    @property
+    def run(self) -> str:
+        return self.base + "run"
+
+    @property
+    def manager(self) -> str:
+        return self.base + "manager"
+
+    @property
+    def workers(self) -> str:
+        return self.base + "workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.base}worker:{worker_id}"
+
+    def heartbeat(self, worker_id: str) -> str:
+        return f"{self.base}hb:{worker_id}"
+
+    def assign(self, worker_id: str) -> str:
+        return f"{self.base}assign:{worker_id}"
+
+    @property
+    def ready(self) -> str:
+        return self.base + "ready"
+
+    @property
+    def stop(self) -> str:
+        return self.base + "stop"
+
+    @property
+    def metrics(self) -> str:
+        return self.base + "metrics"
+
+    @property
+    def acks(self) -> str:
+        return self.base + "acks"
+
+    @property
+    def control(self) -> str:
+        return self.base + "control"
+
+    def run_scoped(self) -> list[str]:
+        """Keys a new Manager clears; ``workers`` stays, so early Workers are kept."""
+        return [self.run, self.ready, self.stop, self.metrics, self.acks]

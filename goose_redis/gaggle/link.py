@@ -1,0 +1,172 @@
+"""The connection to Redis, with outage bookkeeping and a shared clock.
+
+The load must go on while Redis is away for a moment: callers wrap each
+periodic Redis call in ``attempt``, which returns None on a connection
+problem, logs the outage once and its end once, and raises ``RedisGone``
+once Redis has been away past the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..config import redact_url
+from ..errors import LoadTestError
+from .keys import SOCKET_TIMEOUT_S
+
+log = logging.getLogger("goose_redis.gaggle")
+
+T = TypeVar("T")
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+
+
+class RedisGone(LoadTestError):
+    """Redis stayed away past the deadline."""
+
+
+def make_client(url: str, **extra: Any) -> aioredis.Redis:
+    # The asyncio Retry class: the sync one silently does nothing here.
+    return aioredis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=3.0,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=15,
+        **extra,
+    )
+
+
+class RedisLink:
+    def __init__(self, url: str, deadline_s: float, client: aioredis.Redis | None = None) -> None:
+        self.url = url
+        self.safe_url = redact_url(url)
+        self.deadline_s = deadline_s
+        self.client = client or make_client(url)
+        self.skew_s = 0.0  # Redis clock minus ours
+        self.down_since: float | None = None
+        self.outages = 0
+
+    async def connect(self) -> None:
+        """First contact, retried until the deadline: a Worker may start before Redis."""
+        started = time.monotonic()
+        delay = 0.2
+        while True:
+            try:
+                await self.client.ping()
+                await self.sync_clock()
+                log.info("connected to Redis at %s", self.safe_url)
+                return
+            except TRANSIENT as exc:
+                if time.monotonic() - started > self.deadline_s:
+                    raise RedisGone(f"cannot reach Redis at {self.safe_url}: {exc}") from None
+                if delay == 0.2:
+                    log.warning("cannot reach Redis at %s yet (%s); retrying", self.safe_url, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except RedisError as exc:  # authentication, ACL, TLS: retrying will not help
+                raise RedisGone(f"Redis at {self.safe_url} refused us: {exc}") from None
+
+    async def sync_clock(self) -> None:
+        t0 = time.time()
+        secs, usecs = await self.client.time()
+        t1 = time.time()
+        self.skew_s = secs + usecs / 1e6 - (t0 + t1) / 2
+
+    def now(self) -> float:
+        """The gaggle's clock: Redis time, so hosts with skewed clocks agree on start times."""
+        return time.time() + self.skew_s
+
+    def local(self, gaggle_time: float) -> float:
+        return gaggle_time - self.skew_s
+
+    async def attempt(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        try:
+            result = await call()
+        except TRANSIENT as exc:
+            self._down(what, exc)
+            return None
+        if self.down_since is not None:
+            log.warning("Redis is back after %.1fs", time.monotonic() - self.down_since)
+            self.down_since = None
+        return result
+
+    def _down(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            self.outages += 1
+            log.warning("Redis unreachable while %s (%s); the load goes on, retrying", what, exc or type(exc).__name__)
+        elif now - self.down_since > self.deadline_s:
+            raise RedisGone(
+                f"Redis at {self.safe_url} has been unreachable for {now - self.down_since:.0f}s; giving up"
+            )
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    async def close(self) -> None:
+        try:
+            await self.client.aclose()
+        except Exception:  # closing a dead connection must not mask the run's result
+            pass
+
+
+class Wakeup:
+    """Pub/sub on the control channel as a wake-up only: messages may be lost,
+    so listeners always re-read keys after waking (or after a poll interval)."""
+
+    def __init__(self, link: RedisLink, channel: str) -> None:
+        self.link = link
+        self.channel = channel
+        self.event = asyncio.Event()
+        self.words: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.link.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and isinstance(msg.get("data"), bytes):
+                        self.words.append(msg["data"])
+                        self.event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnect below; decisions never depend on this
+                log.debug("control channel listener: %s; resubscribing", exc)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+            await asyncio.sleep(1.0)
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except TimeoutError:
+            pass
+        self.event.clear()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
