@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 def parse_duration(text: str) -> float:
@@ -23,6 +23,7 @@ def parse_duration(text: str) -> float:
         unit = m.group(2)
         if unit == "" and m.end() != len(s):
             raise ValueError(f"cannot parse {text!r}: a bare number must stand alone")
+        unit = unit or "s"  # a bare number counts seconds: "5s3" gives seconds twice
         if unit in units_seen:
             raise ValueError(f"cannot parse {text!r}: unit {unit!r} given twice")
         units_seen.append(unit)

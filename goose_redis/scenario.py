@@ -2,8 +2,11 @@
 
 A user runs one scenario. One *iteration* of a scenario is a pass over its
 transaction schedule: sequenced transactions first (lowest sequence first),
-then the unsequenced ones, each appearing ``weight`` times (weights reduced by
-their gcd) and interleaved round-robin, as Goose's default scheduler does.
+then the unsequenced ones, each appearing ``weight`` times and interleaved
+round-robin, as Goose's default scheduler does. As in Goose, weights are reduced
+by the gcd of *all* the scenario's transaction weights (not per group, which would
+turn a lone sequenced transaction of weight 3 into one run). ``on_start`` and
+``on_stop`` transactions run once each, in sequence order.
 """
 
 from __future__ import annotations
@@ -168,27 +171,32 @@ def plan_scenario(index: int, scenario: Scenario) -> PlannedScenario:
     stops = [i for i, t in enumerate(txs) if t.on_stop]
     regular = [i for i, t in enumerate(txs) if not t.on_start and not t.on_stop]
 
-    def by_sequence(ids: list[int]) -> list[int]:
-        # Sequenced first, lowest first; stable for equal sequences.
-        return sorted(ids, key=lambda i: (txs[i].sequence is None, txs[i].sequence or 0))
+    g = reduce(math.gcd, [t.weight for t in txs])
 
-    sequenced = [i for i in by_sequence(regular) if txs[i].sequence is not None]
-    unsequenced = [i for i in regular if txs[i].sequence is None]
-    schedule: list[int] = []
-    for seq in sorted({s for i in sequenced if (s := txs[i].sequence) is not None}):
-        group = [i for i in sequenced if txs[i].sequence == seq]
-        schedule.extend(round_robin(group, [txs[i].weight for i in group]))
-    schedule.extend(round_robin(unsequenced, [txs[i].weight for i in unsequenced]))
+    def schedule_of(ids: list[int], weighted: bool = True) -> list[int]:
+        # Each sequence group in turn, lowest first, then the unsequenced; weights reduced by
+        # the scenario-wide gcd, so they keep their meaning across groups.
+        out: list[int] = []
+        sequences = sorted({seq for i in ids if (seq := txs[i].sequence) is not None})
+        groups = [[i for i in ids if txs[i].sequence == seq] for seq in sequences]
+        groups.append([i for i in ids if txs[i].sequence is None])
+        for group in groups:
+            weights = [txs[i].weight // g if weighted else 1 for i in group]
+            out.extend(round_robin(group, weights, reduce_by_gcd=False))
+        return out
+
+    schedule = schedule_of(regular)
     if not schedule and not starts and not stops:
         raise InvalidOption("scenario", scenario.name, f"scenario {scenario.name!r} has no transactions")
-    return PlannedScenario(index, scenario, tuple(by_sequence(starts)), tuple(schedule), tuple(by_sequence(stops)))
+    on_start, on_stop = schedule_of(starts, weighted=False), schedule_of(stops, weighted=False)
+    return PlannedScenario(index, scenario, tuple(on_start), tuple(schedule), tuple(on_stop))
 
 
-def round_robin(ids: Sequence[int], weights: Sequence[int]) -> list[int]:
+def round_robin(ids: Sequence[int], weights: Sequence[int], *, reduce_by_gcd: bool = True) -> list[int]:
     """Interleave ids, each ``weight / gcd`` times: [a,b,a,b,a] for weights 3:2."""
     if not ids:
         return []
-    g = reduce(math.gcd, weights)
+    g = reduce(math.gcd, weights) if reduce_by_gcd else 1
     left = [w // g for w in weights]
     out: list[int] = []
     while any(left):

@@ -26,6 +26,13 @@ def new_sketch() -> DDSketch:
     return DDSketch(relative_accuracy=RELATIVE_ACCURACY)
 
 
+# Every key a sketch of ours can hold (about -35,000 .. 35,000). A wire sketch outside
+# this range is garbage, and merging it would allocate every bin in between.
+_MAPPING = new_sketch()._mapping
+MIN_KEY = int(_MAPPING.key(_MAPPING.min_possible))
+MAX_KEY = int(_MAPPING.key(_MAPPING.max_possible))
+
+
 def sketch_to_wire(sketch: DDSketch) -> dict[str, Any]:
     """``{"o": first key, "b": [counts...], "z": zero count}``; counts as ints."""
     store = sketch._store  # DenseStore: bins[i] holds key offset + i
@@ -45,7 +52,7 @@ def sketch_from_wire(wire: object) -> DDSketch:
     offset, bins, zero = wire.get("o"), wire.get("b"), wire.get("z", 0)
     if not isinstance(offset, int) or not isinstance(bins, list) or not isinstance(zero, int):
         raise SketchWireError("sketch fields have the wrong types")
-    if len(bins) > MAX_WIRE_BINS or zero < 0:
+    if len(bins) > MAX_WIRE_BINS or zero < 0 or offset < MIN_KEY or offset + len(bins) - 1 > MAX_KEY:
         raise SketchWireError("sketch is out of bounds")
     sketch = new_sketch()
     total = zero

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -104,7 +105,11 @@ def describe_exception(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return f"timeout after {timeout_s:g}s"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connection failed: {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+        err = exc.os_error
+        # asyncio's strerror is "Connect call failed ('127.0.0.1', 1)"; the errno says why
+        # ("Connection refused"). DNS errors have negative codes and their own text.
+        reason = os.strerror(err.errno) if err.errno and err.errno > 0 else (err.strerror or str(err))
+        return f"connection failed: {exc.host}:{exc.port}: {reason}"
     text = str(exc) or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}"
 
