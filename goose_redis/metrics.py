@@ -189,7 +189,8 @@ class Metrics:
 
     def take_totals(self) -> Metrics:
         """Goose's reset once all users are launched: hand over the rows, keep the series
-        (the charts show the ramp-up too)."""
+        (the charts show the ramp-up too), its buckets marking what left the rows."""
+        self.series.discard_all()
         rows = Metrics(self.requests, self.transactions, self.scenarios)
         self.requests, self.transactions, self.scenarios = {}, {}, {}
         return rows

@@ -33,13 +33,33 @@ def finish(report: dict[str, Any], config: Config) -> None:
             sys.stderr.write(f"wrote report {path}\n")
 
 
+class _ClearLineFirst(logging.Filter):
+    """Erases the in-place progress line before a log record is written, so the record
+    starts on a clean line instead of after the progress text (the next tick redraws it)."""
+
+    def __init__(self, line: ProgressLine) -> None:
+        super().__init__()
+        self.line = line
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.line.clear()
+        return True
+
+
 class LiveView:
     """The progress line and ``--running-metrics`` tables, driven by a ticker."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, ramp_s: float = 0.0) -> None:
         self.config = config
         self.progress = None if config.quiet else ProgressLine()
+        # --run-time counts from the end of the ramp-up; the line shows the whole planned run.
+        self.planned_s = None if config.run_time_s is None else ramp_s + config.run_time_s
         self._next_tables = time.time() + (config.running_metrics_s or 0)
+        self._log_filter: _ClearLineFirst | None = None
+        if self.progress is not None and self.progress.tty:
+            self._log_filter = _ClearLineFirst(self.progress)
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self._log_filter)
 
     def tick(
         self,
@@ -56,12 +76,22 @@ class LiveView:
         if self.progress is not None:
             rps, p95 = recent(series, now)
             self.progress.update(
-                users, self.config.users, elapsed_s, self.config.run_time_s, rps, requests, failures, p95, workers
+                users, self.config.users, elapsed_s, self.planned_s, rps, requests, failures, p95, workers
             )
         if self.config.running_metrics_s and now >= self._next_tables and report is not None:
             self._next_tables = now + self.config.running_metrics_s
-            print_tables(report(), f"=== RUNNING METRICS ({elapsed_s:.0f}s) ===")
+            self.show_tables(report(), f"=== RUNNING METRICS ({elapsed_s:.0f}s) ===")
+
+    def show_tables(self, report: dict[str, Any], heading: str) -> None:
+        """Tables while the run goes on: the in-place line is erased first, the next tick redraws it."""
+        if self.progress is not None:
+            self.progress.clear()
+        print_tables(report, heading)
 
     def close(self) -> None:
+        if self._log_filter is not None:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._log_filter)
+            self._log_filter = None
         if self.progress is not None:
             self.progress.close()

@@ -60,6 +60,7 @@ class ProgressLine:
         self.interval_s = interval_s
         self._clock = clock
         self._last_plain: float | None = None
+        self._held: str | None = None  # the newest plain line the throttle held back
         self._on_line = False  # a TTY line is showing and the cursor sits at its end
 
     def update(
@@ -74,12 +75,14 @@ class ProgressLine:
         p95_ms: float | None,
         workers: int | None = None,
     ) -> None:
+        line = format_progress(users, target_users, elapsed_s, run_time_s, rps, requests, failures, p95_ms, workers)
         if not self.tty:
             now = self._clock()
             if self._last_plain is not None and now - self._last_plain < self.interval_s:
+                self._held = line
                 return
             self._last_plain = now
-        line = format_progress(users, target_users, elapsed_s, run_time_s, rps, requests, failures, p95_ms, workers)
+            self._held = None
         try:
             if self.tty:
                 self.stream.write(f"\r{line}{CLEAR_TO_END}")
@@ -101,7 +104,15 @@ class ProgressLine:
             self._on_line = False
 
     def close(self) -> None:
-        """Leave the last TTY line on screen and move to the next line."""
+        """Leave the last TTY line on screen and move to the next line; off a terminal,
+        print the last state if the throttle held it back (a short run's final figures)."""
+        if not self.tty and self._held is not None:
+            line, self._held = self._held, None
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
         if self.tty and self._on_line:
             try:
                 self.stream.write("\n")

@@ -156,6 +156,8 @@ class Runner:
                         self.options.timeout_s)  # fmt: skip
             self.users.append(user)
             self.active += 1
+            # Sampled at each launch as well as each tick, so the users series follows the ramp-up.
+            self.recorder.metrics.series.set_users(time.time(), self.active, self.options.source)
             log.debug("launched user %d (%s)", launch.user_index, planned.scenario.name)
             self._tasks.append(asyncio.create_task(self._user_main(user, planned)))
         self._plan_done.set()

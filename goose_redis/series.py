@@ -5,9 +5,19 @@ so deltas from different Workers merge by *when* requests happened, not by
 when the deltas arrived. Past ``MAX_BUCKETS`` buckets the interval doubles and
 neighbouring buckets merge, so a long run keeps a fixed memory footprint.
 
-Active users are kept per *source* (a Worker id, or "" for this process): a
-bucket split across two deltas of one Worker must not count its users twice,
-while users of different Workers add up.
+Active users are kept per *source* (a Worker id, or "" for this process) as
+the most users active at once during the bucket: a bucket split across two
+deltas of one Worker must not count its users twice (the maximum of the two
+parts is the maximum of the whole), while users of different Workers add up.
+
+The metrics reset (Goose's ``--no-reset-metrics`` off, the default) discards
+the ramp-up from the table rows but not from the series: the charts show the
+whole run. So that the series still adds up to the rows, each bucket counts
+how many of its requests and failures the reset ``discarded``
+(:meth:`Series.discard_all` at the reset moment, or on the Manager for a
+Worker's ramp-up delta). A request started before the reset and recorded after
+it (a slow request, or one in a transaction still running at the reset) stays
+in its start bucket but is *measured*, as it is in the rows.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ MAX_BUCKETS = 3600
 
 
 class Bucket:
-    __slots__ = ("requests", "failures", "sketch", "rows", "users")
+    __slots__ = ("requests", "failures", "sketch", "rows", "users", "discarded")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -30,11 +40,16 @@ class Bucket:
         self.sketch: DDSketch = new_sketch()
         self.rows: dict[str, list[int]] = {}
         self.users: dict[str, int] = {}
+        # [requests, failures] of this bucket that the metrics reset left out of the rows.
+        # Not on the wire: Workers never discard; the Manager marks their ramp-up deltas.
+        self.discarded = [0, 0]
 
     def merge(self, other: Bucket, source: str | None = None) -> None:
         self.requests += other.requests
         self.failures += other.failures
         self.sketch.merge(other.sketch)
+        self.discarded[0] += other.discarded[0]
+        self.discarded[1] += other.discarded[1]
         for key, (n, f) in other.rows.items():
             row = self.rows.get(key)
             if row is None:
@@ -85,6 +100,11 @@ class Series:
     def set_users(self, t: float, users: int, source: str = "") -> None:
         b = self._bucket(t)
         b.users[source] = max(b.users.get(source, 0), users)
+
+    def discard_all(self) -> None:
+        """The metrics reset: everything recorded so far leaves the totals (not the charts)."""
+        for b in self.buckets.values():
+            b.discarded = [b.requests, b.failures]
 
     def _coarsen(self) -> None:
         self.interval_s *= 2
@@ -144,9 +164,13 @@ class Series:
             s.buckets[key] = b
         return s
 
-    def points(self, origin: float) -> list[dict[str, Any]]:
+    def points(self, origin: float, measured_all: bool = False) -> list[dict[str, Any]]:
         """Report form: one point per bucket from ``origin``; gaps are filled so
-        charts have an even time axis, and users carry forward per source."""
+        charts have an even time axis, and users carry forward per source.
+
+        ``measured_requests``/``measured_failures`` are the bucket's requests that are in
+        the report's rows: all of them when ``measured_all`` (the reset did not happen, or
+        its ramp-up was added back to the rows), else those the reset did not discard."""
         if not self.buckets:
             return []
         first = int(origin // self.interval_s) * self.interval_s
@@ -171,19 +195,24 @@ class Series:
                     "p95_ms": quantile(b.sketch, 0.95),
                     "p99_ms": quantile(b.sketch, 0.99),
                     "rows": {k: list(v) for k, v in sorted(b.rows.items())},
+                    "measured_requests": b.requests if measured_all else b.requests - b.discarded[0],
+                    "measured_failures": b.failures if measured_all else b.failures - b.discarded[1],
                 }
             )
         return points
 
 
 def recent(series: Series, now: float, window_s: int = 5) -> tuple[float, float | None]:
-    """Requests per second and p95 over the last complete ``window_s`` seconds."""
+    """Requests per second and p95 over the last complete ``window_s`` seconds, or over the
+    complete buckets there are when the series is younger than that (a run's first seconds
+    are not averaged with the time before it started)."""
     sketch = new_sketch()
     requests = 0
     span = 0
     end = int(now // series.interval_s) * series.interval_s  # the current bucket is incomplete
     key = end - series.interval_s
-    while span < window_s and key >= end - window_s - series.interval_s:
+    first = min(series.buckets, default=end)
+    while span < window_s and key >= first:
         b = series.buckets.get(key)
         if b is not None:
             requests += b.requests

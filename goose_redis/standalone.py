@@ -9,7 +9,7 @@ from typing import IO, Any
 
 from .config import Config
 from .metrics import Metrics
-from .output import LiveView, finish, print_tables
+from .output import LiveView, finish
 from .recorder import Recorder
 from .report.data import RunInfo, build_report, phases_of
 from .runner import Runner, RunOptions, launch_plan
@@ -47,7 +47,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
         )
         runner = Runner(load_test, plan, options, recorder)
         install_stop_handlers(lambda signame: runner.stop(f"{signame} received"))
-        view = LiveView(config)
+        view = LiveView(config, options.ramp_end_s)
         users_by_scenario = scenario_users(load_test, [launch.user_index for launch in plan])
 
         def info(now: float, measured_from: float) -> RunInfo:
@@ -75,7 +75,9 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
             now = time.time()
             ramp = metrics.take_totals()
             if not config.quiet:
-                print_tables(build_report(ramp, load_test, info(now, start_at)), "=== RAMP-UP METRICS ===")
+                ramp_info = info(now, start_at)
+                ramp_info.phases = ramp_info.phases[:1]  # the ramp-up only: the rest has not happened
+                view.show_tables(build_report(ramp, load_test, ramp_info), "=== RAMP-UP METRICS ===")
                 log.warning("all %d users launched: metrics reset", config.users)
             measured_from = now
 
@@ -87,7 +89,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
 
             view.tick(
                 now,
-                users=runner.active,
+                users=runner.launched,
                 elapsed_s=now - start_at,
                 series=metrics.series,
                 requests=requests,
@@ -97,6 +99,16 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
 
         try:
             await runner.run(start_at, on_ramp_done, on_tick)
+            ended_at = runner.ended_at or time.time()
+            requests, failures = metrics.total_requests()
+            view.tick(  # the final state, for the line left on screen (no tables: they follow)
+                ended_at,
+                users=runner.launched,
+                elapsed_s=ended_at - start_at,
+                series=metrics.series,
+                requests=requests,
+                failures=failures,
+            )
         finally:
             view.close()
         ended = runner.ended_at or time.time()

@@ -45,11 +45,23 @@ def test_plain_lines_are_throttled() -> None:
     for step in range(25):  # called every second for 25 s
         line.update(1, 1, float(step), None, 1.0, step, 0, None)
         clock.now += 1.0
-    line.close()
     lines = out.getvalue().splitlines()
     assert len(lines) == 3  # at 0 s, 10 s and 20 s
     assert [ln.split(" | ")[1] for ln in lines] == ["00:00", "00:10", "00:20"]
+    line.close()  # the final state, held back by the throttle, is printed at the end
+    lines = out.getvalue().splitlines()
+    assert [ln.split(" | ")[1] for ln in lines] == ["00:00", "00:10", "00:20", "00:24"]
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    line.close()  # only once
+    assert len(out.getvalue().splitlines()) == 4
+
+
+def test_plain_close_adds_nothing_when_the_last_state_was_printed() -> None:
+    out = io.StringIO()
+    line = ProgressLine(out, tty=False, interval_s=10.0, clock=Clock())
+    line.update(1, 1, 0.0, None, 1.0, 0, 0, None)
+    line.close()
+    assert len(out.getvalue().splitlines()) == 1
 
 
 def test_tty_autodetect_and_clear() -> None:

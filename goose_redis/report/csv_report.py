@@ -7,6 +7,8 @@ so ``--report-file out.csv`` writes
 * ``out-transactions.csv``  one row per transaction (with its scenario)
 * ``out-scenarios.csv``     one row per scenario
 * ``out-series.csv``        one row per series point per request row, plus ``Aggregated``
+                            (only that row fills ``users``, the percentiles and the
+                            ``measured_*`` columns)
 * ``out-errors.csv``        one row per distinct error
 
 A path without a ``.csv`` suffix is used whole as the stem (``out`` -> ``out-requests.csv``).
@@ -47,6 +49,8 @@ SERIES_COLUMNS = [
     "p50_ms",
     "p95_ms",
     "p99_ms",
+    "measured_requests",
+    "measured_failures",
 ]
 ERROR_COLUMNS = ["method", "name", "error", "count"]
 
@@ -91,7 +95,7 @@ def _series_rows(report: Mapping[str, Any]) -> list[list[str]]:
             count, fails = int(pair[0]), int(pair[1])
             # Per-row points only carry counts; rates follow from the bucket width.
             out.append(
-                [t, name, "", str(count), str(fails), _cell(count / interval), _cell(fails / interval), "", "", ""]
+                [t, name, "", str(count), str(fails), _cell(count / interval), _cell(fails / interval)] + [""] * 5
             )
         out.append(
             [
@@ -105,6 +109,8 @@ def _series_rows(report: Mapping[str, Any]) -> list[list[str]]:
                 _cell(p.get("p50_ms")),
                 _cell(p.get("p95_ms")),
                 _cell(p.get("p99_ms")),
+                _cell(p.get("measured_requests")),
+                _cell(p.get("measured_failures")),
             ]
         )
     return out

@@ -116,7 +116,11 @@ def build_report(metrics: Metrics, load_test: LoadTest, info: RunInfo) -> dict[s
         for text, n in row.errors.items()
     ]
     errors.sort(key=lambda e: (-int(e["count"]), str(e["name"]), str(e["error"])))
-    series_origin = float(int(info.started_at))  # whole seconds, so chart times are round
+    series = metrics.series
+    # The start of the run's first bucket, so point times are whole multiples of the
+    # interval; earlier if a bucket lies before it (a Worker's clock a little ahead of
+    # the Manager's), so that no point has a negative time.
+    series_origin = float(min([int(info.started_at // series.interval_s) * series.interval_s, *series.buckets]))
     return {
         "schema": SCHEMA_VERSION,
         "version": __version__,
@@ -141,9 +145,9 @@ def build_report(metrics: Metrics, load_test: LoadTest, info: RunInfo) -> dict[s
         "aggregated": aggregated,
         "errors": errors,
         "series": {
-            "interval_s": metrics.series.interval_s,
+            "interval_s": series.interval_s,
             "started_at": series_origin,
-            "points": metrics.series.points(series_origin),
+            "points": series.points(series_origin, measured_all=not info.metrics_reset),
         },
     }
 
