@@ -9,7 +9,14 @@ Accounts: ``user1`` .. ``user5000``, every one with the password ``DEMO_PASSWORD
 
 Every request is counted in ``app["hits"]`` (a ``Counter``) under ``"METHOD /route-template"``,
 e.g. ``"GET /node/{nid}"`` or ``"GET /misc/drupal.js"``; requests that match no route count
-under ``"METHOD <unmatched>"`` so the counter stays bounded.
+under ``"METHOD <unmatched>"`` so the counter stays bounded. The status of every answered
+request is counted in ``DemoState.statuses``.
+
+``GET /__hits`` answers those counters as JSON (``{"hits": {...}, "total": N, "statuses":
+{"200": N, "302": N, ...}}``) and is not counted itself, so a load test run elsewhere (a
+container, another host) can be checked against what the site really served. A client
+that follows redirects records one request where the site answers two (the 3xx and the
+page it points to): ``total`` minus the 3xx statuses is the number such a client counts.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ COMMENT_FORM_ID = "comment_node_article_form"
 COMMENTS_KEPT_PER_NODE = 5
 # Old sessions are dropped first; bounds memory in long runs with many logins.
 MAX_SESSIONS = 100_000
+# The counters as JSON; never counted itself.
+HITS_PATH = "/__hits"
 
 _USERNAME_RE = re.compile(r"user([1-9][0-9]*)")
 
@@ -57,6 +66,8 @@ class Comment:
 class DemoState:
     secret: bytes
     hits: Counter[str] = field(default_factory=Counter)
+    # status code -> requests answered with it
+    statuses: Counter[int] = field(default_factory=Counter)
     # session id -> uid
     sessions: OrderedDict[str, int] = field(default_factory=OrderedDict)
     comments: dict[int, deque[Comment]] = field(default_factory=dict)
@@ -385,10 +396,30 @@ def _asset_handler(content_type: str, body: bytes) -> Callable[[web.Request], Aw
 async def _count_hits(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    if request.path == HITS_PATH:
+        return await handler(request)
+    state = request.app[STATE]
     resource = request.match_info.route.resource
     template = resource.canonical if resource is not None else "<unmatched>"
-    request.app[STATE].hits[f"{request.method} {template}"] += 1
-    return await handler(request)
+    state.hits[f"{request.method} {template}"] += 1
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # e.g. the router's 404 for an unmatched path
+        state.statuses[exc.status] += 1
+        raise
+    state.statuses[response.status] += 1
+    return response
+
+
+async def hit_counts(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response(
+        {
+            "hits": dict(state.hits),
+            "total": sum(state.hits.values()),
+            "statuses": {str(code): n for code, n in sorted(state.statuses.items())},
+        }
+    )
 
 
 # --------------------------------------------------------------------------- app and runners
@@ -405,6 +436,7 @@ def make_app(secret: bytes = b"goose-redis-demo-site") -> web.Application:
         app["hits"] = state.hits
     r = app.router
     r.add_get("/", front_page)
+    r.add_get(HITS_PATH, hit_counts)
     r.add_get(r"/node/{nid:\d+}", node_page)
     r.add_get("/user", login_form)
     r.add_post("/user", login_submit)
