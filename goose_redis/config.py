@@ -164,6 +164,21 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         if raw.get("users") is not None
         else (os.cpu_count() or 1)
     )
+    # The Manager's own options first: the walk-through's first error is about --expect-workers.
+    expect_workers = 0
+    if manager:
+        expect_workers = _int(
+            "--expect-workers",
+            raw.get("expect_workers") or "0",
+            1,
+            "The --expect-workers option must be set to at least 1.",
+        )
+        if expect_workers > users:
+            raise InvalidOption(
+                "--expect-workers",
+                expect_workers,
+                "The --expect-workers option can not be set to a value larger than --users option.",
+            )
     hatch_rate = _float("--hatch-rate", raw["hatch_rate"]) if raw.get("hatch_rate") is not None else None
     startup = _duration("--startup-time", raw["startup_time"]) if raw.get("startup_time") is not None else None
     if hatch_rate is not None and startup is not None:
@@ -202,20 +217,6 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         if h:
             validate_host("scenario host", h)
 
-    expect_workers = 0
-    if manager:
-        expect_workers = _int(
-            "--expect-workers",
-            raw.get("expect_workers") or "0",
-            1,
-            "The --expect-workers option must be set to at least 1.",
-        )
-        if expect_workers > users:
-            raise InvalidOption(
-                "--expect-workers",
-                expect_workers,
-                "The --expect-workers option can not be set to a value larger than --users option.",
-            )
     gaggle = str(raw.get("gaggle") or "default")
     if not gaggle.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(gaggle) > 64:
         raise InvalidOption(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,12 +18,13 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import redact_url
 from ..errors import LoadTestError
+from ..series import Series
 from .keys import SOCKET_TIMEOUT_S
 
 log = logging.getLogger("goose_redis.gaggle")
@@ -48,6 +50,68 @@ def make_client(url: str, **extra: Any) -> aioredis.Redis:
     )
 
 
+def tls_refusal(exc: BaseException) -> str | None:
+    """Why the TLS handshake behind a connection error can never succeed, else None.
+
+    Either we do not trust the server's certificate, or the server sent an alert
+    (typically: it wants a client certificate we did not give). An unexpected EOF
+    in the handshake (a server restarting) stays a transient error.
+    """
+    cause: BaseException | None = exc
+    for _ in range(8):  # redis-py wraps the ssl error once or twice
+        if cause is None:
+            return None
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"cannot verify its TLS certificate: {cause.verify_message or cause.reason} "
+                "(for a private CA add ?ssl_ca_certs=/path/to/ca.crt to the URL)"
+            )
+        if isinstance(cause, ssl.SSLError) and "ALERT" in str(cause.reason or ""):
+            return (
+                f"it refused the TLS handshake: {cause.reason} (if it wants a client certificate, "
+                "add ?ssl_certfile=/path/to/client.crt&ssl_keyfile=/path/to/client.key to the URL)"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def shift_series(series: Series, by_s: float) -> Series:
+    """``series`` with every bucket ``by_s`` seconds later, to whole seconds.
+
+    A Worker records on its own clock; the gaggle's clock is Redis's. A Worker moves
+    its deltas onto the gaggle clock (``+skew``) and the Manager onto its own
+    (``-skew``), so charts from hosts with skewed clocks line up. Offsets under half
+    a second change nothing (the buckets are a second wide)."""
+    offset = round(by_s)
+    if offset == 0 or not series.buckets:
+        return series
+    moved = Series(series.interval_s)
+    moved.buckets = {key + offset: bucket for key, bucket in series.buckets.items()}
+    out = Series(series.interval_s)
+    out.merge(moved)  # re-aligns the keys when the interval is wider than a second
+    return out
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any], patience_s: float = 0.5, rounds: int = 20) -> None:
+    """Cancel ``tasks`` and wait until they have ended.
+
+    One ``cancel()`` is not always enough on Python 3.11: ``asyncio.wait_for`` inside
+    redis-py can swallow a cancellation that lands as its inner call finishes, and a
+    loop that then carries on would hold up shutdown for ever. So cancel again until
+    every task is done (bounded).
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=patience_s)
+    if pending:
+        log.warning("%d background task(s) did not stop; leaving them", len(pending))
+    await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)
+
+
 class RedisLink:
     def __init__(self, url: str, deadline_s: float, client: aioredis.Redis | None = None) -> None:
         self.url = url
@@ -57,6 +121,7 @@ class RedisLink:
         self.skew_s = 0.0  # Redis clock minus ours
         self.down_since: float | None = None
         self.outages = 0
+        self.refused: set[str] = set()  # operations whose ResponseError was logged
 
     async def connect(self) -> None:
         """First contact, retried until the deadline: a Worker may start before Redis."""
@@ -68,7 +133,12 @@ class RedisLink:
                 await self.sync_clock()
                 log.info("connected to Redis at %s", self.safe_url)
                 return
+            except AuthenticationError as exc:  # a ConnectionError subclass, but retrying will not help
+                raise RedisGone(f"Redis at {self.safe_url} refused us: {exc}") from None
             except TRANSIENT as exc:
+                tls = tls_refusal(exc)
+                if tls is not None:  # nor will it help with certificates that do not fit
+                    raise RedisGone(f"Redis at {self.safe_url}: {tls}") from None
                 if time.monotonic() - started > self.deadline_s:
                     raise RedisGone(f"cannot reach Redis at {self.safe_url}: {exc}") from None
                 if delay == 0.2:
@@ -96,6 +166,13 @@ class RedisLink:
             result = await call()
         except TRANSIENT as exc:
             self._down(what, exc)
+            return None
+        except ResponseError as exc:
+            # A key of the wrong type (say, written with redis-cli) or a command the ACL
+            # forbids: log it once per operation and carry on; never crash the run.
+            if what not in self.refused:
+                self.refused.add(what)
+                log.warning("Redis refused a command while %s: %s; ignoring it", what, exc)
             return None
         if self.down_since is not None:
             log.warning("Redis is back after %.1fs", time.monotonic() - self.down_since)
@@ -168,5 +245,4 @@ class Wakeup:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from ..config import Config
 from ..errors import LoadTestError
 from ..metrics import Metrics
@@ -26,7 +28,7 @@ from ..standalone import scenario_users
 from . import keys as K
 from .allocation import describe_split, split_users
 from .ledger import WorkerLedger
-from .link import RedisGone, RedisLink, Wakeup
+from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, shift_series
 from .protocol import Assignment, ManagerBeat, MetricsEntry, ProtocolError, Registration, StopRequest, as_text
 
 log = logging.getLogger("goose_redis.gaggle.manager")
@@ -350,9 +352,12 @@ class Manager:
             self.bad_entries += 1
             log.warning("ignoring metrics from unknown worker %r", entry.worker_id)
             return None
+        entry.metrics.series = shift_series(entry.metrics.series, -self.link.skew_s)  # gaggle -> our clock
         if w.ledger.accept(entry.seq):
             target = self.ramp if entry.phase == "ramp" else self.metrics
             target.merge(entry.metrics, with_series=False)
+            if entry.phase == "ramp":
+                entry.metrics.series.discard_all()  # charted, but not in the rows after the reset
             self.metrics.series.merge(entry.metrics.series, source=w.id)
             n, f = entry.metrics.total_requests()
             w.requests += n
@@ -377,17 +382,17 @@ class Manager:
         self.wake.start()
         beat = asyncio.create_task(self._beat_loop())
         reader = asyncio.create_task(self._read_loop())
-        view = LiveView(c)
+        view = LiveView(c, self.ramp_end_s)
         try:
             if await self.wait_for_workers():
                 await self.start()
                 await self.run_phase(view)
             await self.stop_phase()
+            if self.started_at is not None:
+                self.tick(view, tables=False)  # the final totals, for the line left on screen
         finally:
             view.close()
-            for task in (beat, reader):
-                task.cancel()
-            await asyncio.gather(beat, reader, return_exceptions=True)
+            await cancel_and_wait(beat, reader)
             await self.wake.stop()
         if self.fatal is not None:
             raise self.fatal
@@ -398,13 +403,18 @@ class Manager:
         await self.link.attempt("closing the run", self.close_run)
         return 0
 
-    def info(self, now: float) -> RunInfo:
+    def marks(self, now: float) -> tuple[float, float | None, float | None, bool]:
+        """(start, ramp done, stopping, metrics reset in effect) in local time at ``now``."""
         assert self.started_at is not None
-        c = self.config
         start = self.link.local(self.started_at)
         ramp_done = start + self.ramp_end_s if now >= start + self.ramp_end_s else None
         stopping = self.link.local(self.stopping_at) if self.stopping_at else None
-        reset = c.reset_metrics and ramp_done is not None and (stopping is None or ramp_done < stopping)
+        reset = self.config.reset_metrics and ramp_done is not None and (stopping is None or ramp_done < stopping)
+        return start, ramp_done, stopping, bool(reset)
+
+    def info(self, now: float) -> RunInfo:
+        c = self.config
+        start, ramp_done, stopping, reset = self.marks(now)
         return RunInfo(
             mode="gaggle",
             started_at=start,
@@ -426,13 +436,18 @@ class Manager:
         if info.metrics_reset and not self.ramp.is_empty() and not self.config.quiet:
             ramp_info = self.info(now)
             ramp_info.measured_from, ramp_info.ended_at = ramp_info.started_at, info.measured_from
+            ramp_info.phases = ramp_info.phases[:1]
             print_tables(build_report(self.ramp, self.load_test, ramp_info), "=== RAMP-UP METRICS ===")
-        target = self.metrics
-        if not info.metrics_reset:  # nothing was reset: the ramp belongs in the totals
-            target = Metrics(series=self.metrics.series)
-            target.merge(self.metrics, with_series=False)
-            target.merge(self.ramp, with_series=False)
-        return build_report(target, self.load_test, info)
+        return build_report(self.measured(info.metrics_reset), self.load_test, info)
+
+    def measured(self, reset: bool) -> Metrics:
+        """The rows the report shows: the steady phase after a reset, else everything."""
+        if reset:
+            return self.metrics
+        target = Metrics(series=self.metrics.series)  # nothing was reset: the ramp belongs in the totals
+        target.merge(self.metrics, with_series=False)
+        target.merge(self.ramp, with_series=False)
+        return target
 
     async def run_phase(self, view: LiveView) -> None:
         assert self.started_at is not None
@@ -440,6 +455,8 @@ class Manager:
         end_at = self.started_at + self.ramp_end_s + c.run_time_s if c.run_time_s is not None else None
         while not self.stop_event.is_set():
             await self.wake.wait(K.POLL_S)
+            # Workers that come after the start are told to exit (the gaggle is full).
+            await self.link.attempt("scanning registrations", self.scan_registrations)
             await self.link.attempt("checking heartbeats", self.check_liveness)
             await self.link.attempt("reading stop requests", self.check_stop_request)
             workers = list(self.workers.values())
@@ -449,11 +466,15 @@ class Manager:
                 self.request_stop("run time elapsed")
             self.tick(view)
 
-    def tick(self, view: LiveView) -> None:
+    def tick(self, view: LiveView, tables: bool = True) -> None:
         assert self.started_at is not None
         now = time.time()
-        req = sum(w.requests for w in self.workers.values())
-        fail = sum(w.failures for w in self.workers.values())
+        # The figures the report will show: after the metrics reset, the steady phase only.
+        reset = self.marks(now)[3]
+        req, fail = self.metrics.total_requests()
+        if not reset:
+            ramp_req, ramp_fail = self.ramp.total_requests()
+            req, fail = req + ramp_req, fail + ramp_fail
         view.tick(
             now,
             users=sum(w.active_users for w in self.workers.values() if not w.lost),
@@ -462,7 +483,7 @@ class Manager:
             requests=req,
             failures=fail,
             workers=sum(1 for w in self.workers.values() if not w.lost),
-            report=lambda: build_report(self.metrics, self.load_test, self.info(now)),
+            report=(lambda: build_report(self.measured(reset), self.load_test, self.info(now))) if tables else None,
         )
 
     async def check_stop_request(self) -> None:
@@ -524,5 +545,7 @@ async def run_manager(config: Config, load_test: LoadTest) -> int:
         return await Manager(config, load_test, link).run()
     except RedisGone as exc:
         raise LoadTestError(str(exc)) from None
+    except ResponseError as exc:  # e.g. a gaggle key of the wrong type before the run began
+        raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
     finally:
         await link.close()

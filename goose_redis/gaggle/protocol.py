@@ -77,7 +77,8 @@ def decode(raw: object, what: str = "message") -> dict[str, Any]:
         raise ProtocolError(f"{what} is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ProtocolError(f"{what} is not a JSON object")
-    if doc.get("v") != PROTOCOL_VERSION:
+    version = doc.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # true == 1 and 1.0 == 1 in Python
         raise ProtocolError(f"{what} has protocol version {doc.get('v')!r}, expected {PROTOCOL_VERSION}")
     return doc
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..config import Config
 from ..logs import set_prefix
@@ -27,7 +27,7 @@ from ..runner import Runner, RunOptions, launch_plan
 from ..scenario import LoadTest, filter_scenarios
 from ..signals import install_stop_handlers
 from . import keys as K
-from .link import RedisGone, RedisLink, Wakeup
+from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, shift_series
 from .protocol import Assignment, ManagerBeat, MetricsEntry, ProtocolError, Registration, StopRequest
 
 log = logging.getLogger("goose_redis.gaggle.worker")
@@ -68,6 +68,7 @@ class Worker:
         self.manager_gone = False
         self.wake = Wakeup(link, self.keys.control)
         self.local_stop = asyncio.Event()
+        self.bad_stop_logged = False
 
     # -- Redis writes -----------------------------------------------------
 
@@ -146,6 +147,7 @@ class Worker:
         n, f = delta.total_requests()
         if delta.is_empty() and not final:
             return
+        delta.series = shift_series(delta.series, self.link.skew_s)  # our clock -> the gaggle's
         self.sent_requests += n
         self.sent_failures += f
         self.seq += 1
@@ -177,8 +179,7 @@ class Worker:
                 self.runner.stop("Redis is gone")
             return EXIT_ERROR
         finally:
-            beat_task.cancel()
-            await asyncio.gather(beat_task, return_exceptions=True)
+            await cancel_and_wait(beat_task)
             await self.wake.stop()
             await self._unregister()
 
@@ -285,7 +286,12 @@ class Worker:
         return None
 
     def _manager_missing(self) -> bool:
-        if self.manager_seen is None or not self.link.up:
+        if self.manager_seen is None:
+            return False
+        if not self.link.up:
+            # Nobody's heartbeat can be seen while Redis is away: the grace starts again
+            # when it is back, so a restart longer than the grace is not a lost Manager.
+            self.manager_seen = time.monotonic()
             return False
         gone = time.monotonic() - self.manager_seen > self.config.manager_grace_s
         if gone and not self.manager_gone:
@@ -338,9 +344,7 @@ class Worker:
         try:
             await run_task
         finally:
-            watch_task.cancel()
-            flush_task.cancel()
-            await asyncio.gather(watch_task, flush_task, return_exceptions=True)
+            await cancel_and_wait(watch_task, flush_task)
         self.state = "stopping"
         if self.stop_reason and not self.manager_gone:
             await self._request_stop(self.stop_reason)
@@ -356,10 +360,13 @@ class Worker:
         msg = StopRequest(f"worker {self.assignment.index if self.assignment else '?'}", reason, self.link.now())
 
         async def tell() -> None:
-            async with self.link.client.pipeline(transaction=False) as p:
-                p.set(self.keys.stop, msg.to_bytes(), nx=True, ex=K.LONG_TTL_S)
-                p.publish(self.keys.control, K.WAKE_EXIT)
-                await p.execute()
+            c = self.link.client
+            if not await c.set(self.keys.stop, msg.to_bytes(), nx=True, ex=K.LONG_TTL_S):
+                try:  # the first stop request wins, but junk in its place must not silence ours
+                    StopRequest.from_bytes(await c.get(self.keys.stop))
+                except ProtocolError:
+                    await c.set(self.keys.stop, msg.to_bytes(), ex=K.LONG_TTL_S)
+            await c.publish(self.keys.control, K.WAKE_EXIT)
 
         await self.link.attempt("asking the gaggle to stop", tell)
         log.warning("asked the gaggle to stop: %s", reason)
@@ -383,7 +390,9 @@ class Worker:
                 try:
                     req = StopRequest.from_bytes(stop_raw)
                 except ProtocolError as exc:
-                    log.warning("ignoring a malformed stop request: %s", exc)
+                    if not self.bad_stop_logged:  # it stays there: say so once, not every poll
+                        self.bad_stop_logged = True
+                        log.warning("ignoring a malformed stop request: %s", exc)
                 else:
                     log.warning("received EXIT (%s: %s)", req.by, req.reason)
                     runner.stop(f"EXIT from {req.by}")
@@ -417,6 +426,9 @@ async def run_worker(config: Config, load_test: LoadTest) -> int:
         return await Worker(config, load_test, link).run()
     except RedisGone as exc:
         log.error("%s", exc)
+        return EXIT_ERROR
+    except ResponseError as exc:  # e.g. a gaggle key of the wrong type
+        log.error("Redis at %s refused a command: %s", link.safe_url, exc)
         return EXIT_ERROR
     finally:
         await link.close()
