@@ -96,6 +96,11 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Manager: stop the gaggle when a Worker is lost.",
         ),
         click.option(
+            "--redis-timeout",
+            envvar="GOOSE_REDIS_TIMEOUT",
+            help="Stop with an error when Redis stays unreachable this long [default: 60s].",
+        ),
+        click.option(
             "--final-wait",
             envvar="GOOSE_FINAL_WAIT",
             help="Manager: wait this long for Workers' final metrics [default: 30s].",

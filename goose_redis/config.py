@@ -223,6 +223,7 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
             "--gaggle", gaggle, "The gaggle name may hold letters, digits, '-', '_' and '.' (at most 64)."
         )
     final_wait = _duration("--final-wait", raw["final_wait"]) if raw.get("final_wait") is not None else 30.0
+    redis_timeout = _duration("--redis-timeout", raw["redis_timeout"]) if raw.get("redis_timeout") is not None else 60.0
 
     return Config(
         users=users,
@@ -249,4 +250,5 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         hash_check=not raw.get("no_hash_check"),
         stop_on_worker_loss=bool(raw.get("stop_on_worker_loss")),
         final_wait_s=final_wait,
+        redis_deadline_s=redis_timeout,
     )

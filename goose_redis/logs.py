@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 
+# Normal events a user should see without -v (metrics reset, EXIT received):
+# above INFO, but not labelled as a warning.
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
 
 class _Prefix(logging.Filter):
     prefix = ""
@@ -18,10 +23,10 @@ _prefix = _Prefix()
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    level = logging.ERROR if quiet else (NOTICE, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_prefix)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(prefix)s%(message)s", "%H:%M:%S"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-6s %(prefix)s%(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

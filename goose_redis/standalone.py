@@ -8,6 +8,7 @@ import time
 from typing import IO, Any
 
 from .config import Config
+from .logs import NOTICE
 from .metrics import Metrics
 from .output import LiveView, finish
 from .recorder import Recorder
@@ -78,7 +79,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
                 ramp_info = info(now, start_at)
                 ramp_info.phases = ramp_info.phases[:1]  # the ramp-up only: the rest has not happened
                 view.show_tables(build_report(ramp, load_test, ramp_info), "=== RAMP-UP METRICS ===")
-                log.warning("all %d users launched: metrics reset", config.users)
+                log.log(NOTICE, "all %d users launched: metrics reset", config.users)
             measured_from = now
 
         def on_tick(now: float) -> None:

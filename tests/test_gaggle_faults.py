@@ -206,6 +206,11 @@ def test_garbage_in_the_gaggles_keys_is_logged_and_ignored(
     fresh_target.wait_for_hits(50, timeout=20)
     # While the test runs: junk for a real Worker, a junk stop request, a junk heartbeat.
     r.xadd(k("metrics"), {"head": json.dumps({**head, "w": ids[0], "seq": 10_000, "final": False}), "data": "junk"})
+    # A well-formed delta whose series lies in 1970: charting it would fill decades with empty points.
+    far_off = Metrics()
+    far_off.series.record(1000.0, "GET /", 1.0, True)
+    far_head = {**head, "w": ids[0], "seq": 10_001, "final": False}
+    r.xadd(k("metrics"), {"head": json.dumps(far_head), "data": orjson.dumps(far_off.to_wire())})
 
     # A junk acknowledgement: the Manager overwrites it with its next one, so keep writing
     # it until the Worker has read it once.
@@ -231,6 +236,7 @@ def test_garbage_in_the_gaggles_keys_is_logged_and_ignored(
         "ignoring a malformed worker registration 'junk-3'",
         "ignoring a malformed metrics entry",
         "ignoring metrics from unknown worker 'nobody'",
+        "series times far from this run",
         "malformed or foreign metrics entries",
         "stopping the gaggle: run time elapsed",
     ):

@@ -494,7 +494,7 @@ def test_progress_rewritten_in_place_on_a_terminal(
     # A log line (the metrics reset) starts on a clean line, never after the progress text.
     shown = screen_lines(text)
     reset_lines = [s for s in shown if "metrics reset" in s]
-    assert len(reset_lines) == 1 and re.match(r"\d\d:\d\d:\d\d WARNING", reset_lines[0]), shown
+    assert len(reset_lines) == 1 and re.match(r"\d\d:\d\d:\d\d NOTICE", reset_lines[0]), shown
     assert "req/s" not in reset_lines[0]
 
 
@@ -516,7 +516,8 @@ def test_gaggle_series_merged_by_time(gaggle_run: Run) -> None:
     # Both Workers' users add up in the same buckets (4 = 2 + 2), never counted twice.
     assert max(p["users"] for p in points) == 4 == sum(w["users"] for w in rep["workers"])
     # Everything each Worker sent is in the series (ramp-up included), once.
-    assert sum(p["requests"] for p in points) == sum(w["requests"] for w in rep["workers"])
+    assert sum(p["requests"] for p in points) == sum(w["all_requests"] for w in rep["workers"])
+    assert sum(w["requests"] for w in rep["workers"]) == rep["aggregated"]["count"]
     assert sum(p["failures"] for p in points) == sum(w["failures"] for w in rep["workers"])
 
 

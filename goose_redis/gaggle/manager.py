@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from ..config import Config
 from ..errors import LoadTestError
+from ..logs import NOTICE
 from ..metrics import Metrics
 from ..output import LiveView, finish, print_tables
 from ..report.data import RunInfo, build_report, phases_of
@@ -35,6 +37,7 @@ log = logging.getLogger("goose_redis.gaggle.manager")
 
 START_LEAD_S = 1.0  # Workers poll every 0.25 s: all see the start time before it comes
 MAX_LOGGED_BAD = 5
+MAX_SKEW_S = 3600.0
 
 
 @dataclass
@@ -46,21 +49,27 @@ class WorkerState:
     ledger: WorkerLedger = field(default_factory=WorkerLedger)
     ready: bool = False
     lost: bool = False
-    requests: int = 0  # merged
+    requests: int = 0  # merged, ramp-up included
     failures: int = 0
+    ramp: tuple[int, int] = (0, 0)  # the part of those sent before the metrics reset
     reported: tuple[int, int] = (0, 0)  # the Worker's own running totals
     active_users: int = 0
     last_hb: bytes | None = None
     last_change: float = field(default_factory=time.monotonic)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, reset: bool) -> dict[str, Any]:
+        """``requests``/``failures`` as the tables count them (after a reset, the steady
+        phase only), so the workers add up to the aggregated row; ``all_*`` include the ramp-up."""
+        cut = self.ramp if reset else (0, 0)
         return {
             "index": self.index,
             "id": self.id,
             "host": self.host,
             "users": self.users,
-            "requests": self.requests,
-            "failures": self.failures,
+            "requests": self.requests - cut[0],
+            "failures": self.failures - cut[1],
+            "all_requests": self.requests,
+            "all_failures": self.failures,
             "state": "lost" if self.lost else ("done" if self.ledger.complete else "incomplete"),
         }
 
@@ -213,7 +222,7 @@ class Manager:
         free = [i for i in range(1, self.config.expect_workers + 1) if i not in taken]
         if self.state != K.WAITING or not free:
             await self.refuse(wid, f"the gaggle already has its {self.config.expect_workers} workers", clean=True)
-            log.warning("worker %s from %s is beyond --expect-workers: told to exit", wid, reg.host)
+            log.log(NOTICE, "worker %s from %s is beyond --expect-workers: told to exit", wid, reg.host)
             return
         w = WorkerState(wid, free[0], reg.host, self.counts[free[0] - 1])
         self.workers[wid] = w
@@ -353,6 +362,10 @@ class Manager:
             log.warning("ignoring metrics from unknown worker %r", entry.worker_id)
             return None
         entry.metrics.series = shift_series(entry.metrics.series, -self.link.skew_s)  # gaggle -> our clock
+        if not self.plausible_times(entry.metrics.series.buckets):
+            self.bad_entries += 1
+            log.warning("ignoring metrics from worker %d: series times far from this run", w.index)
+            return None
         if w.ledger.accept(entry.seq):
             target = self.ramp if entry.phase == "ramp" else self.metrics
             target.merge(entry.metrics, with_series=False)
@@ -362,11 +375,20 @@ class Manager:
             n, f = entry.metrics.total_requests()
             w.requests += n
             w.failures += f
+            if entry.phase == "ramp":
+                w.ramp = (w.ramp[0] + n, w.ramp[1] + f)
             w.reported = (entry.requests, entry.failures)
         if entry.final and w.ledger.final_seq is None:
             w.ledger.final_seq = entry.seq
             log.info("worker %d sent its final metrics (%d requests)", w.index, entry.requests)
         return w.id
+
+    def plausible_times(self, bucket_keys: Iterable[int]) -> bool:
+        """Series buckets within an hour of this run: a far-off key would make the
+        report fill the gap between it and the run with empty points."""
+        now = time.time()
+        lo = (self.link.local(self.started_at) if self.started_at else now) - MAX_SKEW_S
+        return all(lo <= key <= now + MAX_SKEW_S for key in bucket_keys)
 
     # -- the run ---------------------------------------------------------------------
 
@@ -397,7 +419,7 @@ class Manager:
         if self.fatal is not None:
             raise self.fatal
         if self.started_at is None:
-            log.warning("the gaggle never started: %s", self.stop_reason)
+            log.log(NOTICE, "the gaggle never started: %s", self.stop_reason)
             return 0
         finish(self.report(time.time()), c)
         await self.link.attempt("closing the run", self.close_run)
@@ -427,7 +449,7 @@ class Manager:
             iterations=c.iterations,
             metrics_reset=bool(reset),
             phases=phases_of(start, ramp_done, stopping, now),
-            workers=[w.summary() for w in sorted(self.workers.values(), key=lambda w: w.index)],
+            workers=[w.summary(reset) for w in sorted(self.workers.values(), key=lambda w: w.index)],
             scenario_users=scenario_users(self.load_test, list(range(c.users))),
         )
 
@@ -507,7 +529,7 @@ class Manager:
             self.state = K.DONE
             await self.link.attempt("closing the run", self.write_state)
             return
-        log.warning("stopping the gaggle: %s", self.stop_reason)
+        log.log(NOTICE, "stopping the gaggle: %s", self.stop_reason)
         deadline = time.monotonic() + self.config.final_wait_s
         while time.monotonic() < deadline:
             waiting = [w for w in self.workers.values() if not w.lost and not w.ledger.complete]

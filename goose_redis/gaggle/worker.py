@@ -15,12 +15,12 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from redis.exceptions import RedisError, ResponseError
 
 from ..config import Config
-from ..logs import set_prefix
+from ..logs import NOTICE, set_prefix
 from ..metrics import Metrics
 from ..recorder import Recorder
 from ..runner import Runner, RunOptions, launch_plan
@@ -69,6 +69,7 @@ class Worker:
         self.wake = Wakeup(link, self.keys.control)
         self.local_stop = asyncio.Event()
         self.bad_stop_logged = False
+        self.request_log: IO[bytes] | None = None
 
     # -- Redis writes -----------------------------------------------------
 
@@ -182,6 +183,8 @@ class Worker:
             await cancel_and_wait(beat_task)
             await self.wake.stop()
             await self._unregister()
+            if self.request_log is not None:
+                self.request_log.close()
 
     async def register(self) -> None:
         async with self.link.client.pipeline(transaction=False) as p:
@@ -244,13 +247,13 @@ class Worker:
             if a is not None:
                 if a.refuse is not None:
                     if a.clean:
-                        log.warning("the manager told this worker to exit: %s", a.refuse)
+                        log.log(NOTICE, "the manager told this worker to exit: %s", a.refuse)
                         return EXIT_OK
                     log.error("refused by the manager: %s", a.refuse)
                     return EXIT_ERROR
                 return self._accept(a)
             if not waiting_logged and time.monotonic() - started > 3.0 and self.manager_seen is None:
-                log.warning("no manager in gaggle %r yet; waiting for it", self.config.gaggle)
+                log.log(NOTICE, "no manager in gaggle %r yet; waiting for it", self.config.gaggle)
                 waiting_logged = True
             await self.wake.wait(K.POLL_S)
         return EXIT_OK
@@ -271,7 +274,9 @@ class Worker:
             reset_metrics=a.reset_metrics,
             source=self.id,
         )
-        self.runner = Runner(self.load_test, plan, options, Recorder(self.metrics))
+        if self.config.request_log:  # each Worker keeps its own request log, on its own host
+            self.request_log = open(self.config.request_log, "wb")  # noqa: SIM115 - closed in run()
+        self.runner = Runner(self.load_test, plan, options, Recorder(self.metrics, self.request_log))
         self.manager_seen = time.monotonic()
         log.info(
             "worker %d connected: %d of %d users (every %d. user, launch interval %.3gs)",
@@ -322,7 +327,7 @@ class Worker:
                     else:
                         return None
                 elif state in (K.STOPPING, K.DONE):
-                    log.warning("the run stopped before it started")
+                    log.log(NOTICE, "the run stopped before it started")
                     return EXIT_OK
             await self.wake.wait(K.POLL_S / 2)
         return EXIT_OK
@@ -332,6 +337,7 @@ class Worker:
         runner = self.runner
         self.state = "running"
         local_start = self.link.local(self.start_at)
+        self.runner.recorder.origin = local_start
         log.info("go-ahead received: starting at %s", time.strftime("%H:%M:%S", time.localtime(local_start)))
 
         def on_ramp_done() -> None:
@@ -369,7 +375,7 @@ class Worker:
             await c.publish(self.keys.control, K.WAKE_EXIT)
 
         await self.link.attempt("asking the gaggle to stop", tell)
-        log.warning("asked the gaggle to stop: %s", reason)
+        log.log(NOTICE, "asked the gaggle to stop: %s", reason)
 
     async def _watch(self, runner: Runner) -> None:
         """Stop on EXIT (the run state, or a stop request from anyone), or a lost Manager."""
@@ -382,7 +388,7 @@ class Worker:
             run = await self._read_run()
             if run and run.get(b"state", b"").decode() in (K.STOPPING, K.DONE):
                 reason = run.get(b"stop_reason", b"").decode() or "the manager"
-                log.warning("received EXIT (%s)", reason)
+                log.log(NOTICE, "received EXIT (%s)", reason)
                 runner.stop(f"EXIT: {reason}")
                 return
             stop_raw = await self.link.attempt("reading stop requests", lambda: self.link.client.get(self.keys.stop))
@@ -394,7 +400,7 @@ class Worker:
                         self.bad_stop_logged = True
                         log.warning("ignoring a malformed stop request: %s", exc)
                 else:
-                    log.warning("received EXIT (%s: %s)", req.by, req.reason)
+                    log.log(NOTICE, "received EXIT (%s: %s)", req.by, req.reason)
                     runner.stop(f"EXIT from {req.by}")
                     return
 
