@@ -82,7 +82,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
                 log.log(NOTICE, "all %d users launched: metrics reset", config.users)
             measured_from = now
 
-        def on_tick(now: float) -> None:
+        def show(now: float, tables: bool = True) -> None:
             requests, failures = metrics.total_requests()
 
             def current() -> dict[str, Any]:
@@ -95,21 +95,12 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
                 series=metrics.series,
                 requests=requests,
                 failures=failures,
-                report=current,
+                report=current if tables else None,
             )
 
         try:
-            await runner.run(start_at, on_ramp_done, on_tick)
-            ended_at = runner.ended_at or time.time()
-            requests, failures = metrics.total_requests()
-            view.tick(  # the final state, for the line left on screen (no tables: they follow)
-                ended_at,
-                users=runner.launched,
-                elapsed_s=ended_at - start_at,
-                series=metrics.series,
-                requests=requests,
-                failures=failures,
-            )
+            await runner.run(start_at, on_ramp_done, show)
+            show(runner.ended_at or time.time(), tables=False)  # the final line left on screen; tables follow
         finally:
             view.close()
         ended = runner.ended_at or time.time()

@@ -518,7 +518,8 @@ def test_gaggle_series_merged_by_time(gaggle_run: Run) -> None:
     # Everything each Worker sent is in the series (ramp-up included), once.
     assert sum(p["requests"] for p in points) == sum(w["all_requests"] for w in rep["workers"])
     assert sum(w["requests"] for w in rep["workers"]) == rep["aggregated"]["count"]
-    assert sum(p["failures"] for p in points) == sum(w["failures"] for w in rep["workers"])
+    assert sum(p["failures"] for p in points) == sum(w["all_failures"] for w in rep["workers"])
+    assert sum(w["failures"] for w in rep["workers"]) == rep["aggregated"]["fail_count"]
 
 
 def test_gaggle_progress_and_running_metrics(gaggle_run: Run) -> None:

@@ -246,3 +246,18 @@ class Wakeup:
     async def stop(self) -> None:
         if self._task is not None:
             await cancel_and_wait(self._task)
+
+
+async def run_linked(url: str, deadline_s: float, body: Callable[[RedisLink], Awaitable[int]]) -> int:
+    """Connect, run ``body``, close: the one place a Manager's or Worker's Redis trouble
+    becomes a LoadTestError (one ``Error:`` line and exit code 1, no traceback)."""
+    link = RedisLink(url, deadline_s)
+    try:
+        await link.connect()
+        return await body(link)
+    except RedisGone as exc:
+        raise LoadTestError(str(exc)) from None
+    except ResponseError as exc:  # e.g. a gaggle key of the wrong type, or an ACL refusal
+        raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
+    finally:
+        await link.close()

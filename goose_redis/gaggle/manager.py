@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import ResponseError
-
 from ..config import Config
 from ..errors import LoadTestError
 from ..logs import NOTICE
@@ -30,7 +28,7 @@ from ..standalone import scenario_users
 from . import keys as K
 from .allocation import describe_split, split_users
 from .ledger import WorkerLedger
-from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, shift_series
+from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked, shift_series
 from .protocol import Assignment, ManagerBeat, MetricsEntry, ProtocolError, Registration, StopRequest, as_text
 
 log = logging.getLogger("goose_redis.gaggle.manager")
@@ -561,13 +559,6 @@ class Manager:
 
 
 async def run_manager(config: Config, load_test: LoadTest) -> int:
-    link = RedisLink(config.redis_url, config.redis_deadline_s)
-    try:
-        await link.connect()
-        return await Manager(config, load_test, link).run()
-    except RedisGone as exc:
-        raise LoadTestError(str(exc)) from None
-    except ResponseError as exc:  # e.g. a gaggle key of the wrong type before the run began
-        raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
-    finally:
-        await link.close()
+    return await run_linked(
+        config.redis_url, config.redis_deadline_s, lambda link: Manager(config, load_test, link).run()
+    )

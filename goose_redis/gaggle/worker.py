@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from ..config import Config
 from ..logs import NOTICE, set_prefix
@@ -27,7 +27,7 @@ from ..runner import Runner, RunOptions, launch_plan
 from ..scenario import LoadTest, filter_scenarios
 from ..signals import install_stop_handlers
 from . import keys as K
-from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, shift_series
+from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked, shift_series
 from .protocol import Assignment, ManagerBeat, MetricsEntry, ProtocolError, Registration, StopRequest
 
 log = logging.getLogger("goose_redis.gaggle.worker")
@@ -426,15 +426,6 @@ class Worker:
 
 
 async def run_worker(config: Config, load_test: LoadTest) -> int:
-    link = RedisLink(config.redis_url, config.redis_deadline_s)
-    try:
-        await link.connect()
-        return await Worker(config, load_test, link).run()
-    except RedisGone as exc:
-        log.error("%s", exc)
-        return EXIT_ERROR
-    except ResponseError as exc:  # e.g. a gaggle key of the wrong type
-        log.error("Redis at %s refused a command: %s", link.safe_url, exc)
-        return EXIT_ERROR
-    finally:
-        await link.close()
+    return await run_linked(
+        config.redis_url, config.redis_deadline_s, lambda link: Worker(config, load_test, link).run()
+    )
