@@ -25,10 +25,12 @@ Processes
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import CountingTarget, ProcessTracker, RedisServer, redis_binary, start_redis
+from support.netns import NetnsLab, netns_available
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -116,3 +118,18 @@ def procs() -> Iterator[ProcessTracker]:
         yield tracker
     finally:
         tracker.kill_all()
+
+
+def require_netns() -> None:
+    """Skip with the reason where network namespaces cannot be created (not root, no iproute2)."""
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"network namespaces unavailable: {why}")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[NetnsLab]:
+    """Network namespaces as separate hosts; everything they hold is removed at teardown."""
+    require_netns()
+    with NetnsLab(tmp_path / "logs") as netns_lab:
+        yield netns_lab

@@ -30,9 +30,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from conftest import require_netns
 from support import redis_binary
 from support.compose import REPO_ROOT, ServiceSpec, find_compose, services
-from support.netns import NETNS_ETC, Host, NetnsLab, netns_available
+from support.netns import NETNS_ETC, Host, NetnsLab
 
 from goose_redis.demo_site import HITS_PATH, start_demo_site
 
@@ -145,9 +146,7 @@ def _gone(lab: NetnsLab) -> list[str]:
 @pytest.mark.netns
 @pytest.mark.slow
 def test_compose_topology_across_network_hosts(tmp_path: Path) -> None:
-    ok, why = netns_available()
-    if not ok:
-        pytest.skip(f"network namespaces unavailable: {why}")
+    require_netns()
     if redis_binary() is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
     tool = find_compose()

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.netns import NetnsLab, netns_available
+from support.netns import NetnsLab
 from test_gaggle import write_load_test
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -47,19 +46,6 @@ web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print
 FETCH = (
     "import sys, urllib.request\nsys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\n"
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _need_netns() -> None:
-    ok, why = netns_available()
-    if not ok:
-        pytest.skip(f"network namespaces unavailable: {why}")
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetnsLab]:
-    with NetnsLab(tmp_path / "logs") as lab:
-        yield lab
 
 
 def _wait_for_text(lab: NetnsLab, name: str, text: str, timeout: float) -> None:

@@ -5,26 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.netns import NETNS_ETC, NetnsLab, netns_available
+from conftest import require_netns
+from support.netns import NETNS_ETC, NetnsLab
 
 pytestmark = pytest.mark.netns
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _need_netns() -> None:
-    ok, why = netns_available()
-    if not ok:
-        pytest.skip(f"network namespaces unavailable: {why}")
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetnsLab]:
-    with NetnsLab(tmp_path / "logs") as lab:
-        yield lab
+    require_netns()
 
 
 def _namespaces() -> str:
