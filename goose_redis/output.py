@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from .config import Config
-from .progress import ProgressLine
+from .progress import ProgressLine, format_progress
 from .report.console import render_tables
 from .report.writers import write_reports
 from .series import Series, recent
@@ -76,7 +76,9 @@ class LiveView:
         if self.progress is not None:
             rps, p95 = recent(series, now)
             self.progress.update(
-                users, self.config.users, elapsed_s, self.planned_s, rps, requests, failures, p95, workers
+                format_progress(
+                    users, self.config.users, elapsed_s, self.planned_s, rps, requests, failures, p95, workers
+                )
             )
         if self.config.running_metrics_s and now >= self._next_tables and report is not None:
             self._next_tables = now + self.config.running_metrics_s

@@ -63,19 +63,8 @@ class ProgressLine:
         self._held: str | None = None  # the newest plain line the throttle held back
         self._on_line = False  # a TTY line is showing and the cursor sits at its end
 
-    def update(
-        self,
-        users: int,
-        target_users: int,
-        elapsed_s: float,
-        run_time_s: float | None,
-        rps: float,
-        requests: int,
-        failures: int,
-        p95_ms: float | None,
-        workers: int | None = None,
-    ) -> None:
-        line = format_progress(users, target_users, elapsed_s, run_time_s, rps, requests, failures, p95_ms, workers)
+    def update(self, line: str) -> None:
+        """Show ``line`` (from ``format_progress``): in place on a terminal, throttled elsewhere."""
         if not self.tty:
             now = self._clock()
             if self._last_plain is not None and now - self._last_plain < self.interval_s:

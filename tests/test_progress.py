@@ -29,8 +29,8 @@ class Clock:
 def test_tty_rewrites_one_line_in_place() -> None:
     out = io.StringIO()
     line = ProgressLine(out, tty=True)
-    line.update(1, 4, 1.0, 10.0, 5.0, 5, 0, 3.0)
-    line.update(2, 4, 2.0, 10.0, 6.0, 11, 1, 3.5)
+    line.update(format_progress(1, 4, 1.0, 10.0, 5.0, 5, 0, 3.0))
+    line.update(format_progress(2, 4, 2.0, 10.0, 6.0, 11, 1, 3.5))
     line.close()
     text = out.getvalue()
     assert text.count("\r") == 2 and text.count("\x1b[K") == 2 and text.endswith("\n")
@@ -43,7 +43,7 @@ def test_plain_lines_are_throttled() -> None:
     clock = Clock()
     line = ProgressLine(out, tty=False, interval_s=10.0, clock=clock)
     for step in range(25):  # called every second for 25 s
-        line.update(1, 1, float(step), None, 1.0, step, 0, None)
+        line.update(format_progress(1, 1, float(step), None, 1.0, step, 0, None))
         clock.now += 1.0
     lines = out.getvalue().splitlines()
     assert len(lines) == 3  # at 0 s, 10 s and 20 s
@@ -59,7 +59,7 @@ def test_plain_lines_are_throttled() -> None:
 def test_plain_close_adds_nothing_when_the_last_state_was_printed() -> None:
     out = io.StringIO()
     line = ProgressLine(out, tty=False, interval_s=10.0, clock=Clock())
-    line.update(1, 1, 0.0, None, 1.0, 0, 0, None)
+    line.update(format_progress(1, 1, 0.0, None, 1.0, 0, 0, None))
     line.close()
     assert len(out.getvalue().splitlines()) == 1
 
@@ -68,7 +68,7 @@ def test_tty_autodetect_and_clear() -> None:
     out = io.StringIO()  # StringIO.isatty() is False
     assert ProgressLine(out).tty is False
     tty = ProgressLine(out, tty=True)
-    tty.update(1, 1, 0.0, None, 0.0, 0, 0, None)
+    tty.update(format_progress(1, 1, 0.0, None, 0.0, 0, 0, None))
     tty.clear()
     tty.close()  # nothing left to end
     assert out.getvalue().endswith("\r\x1b[K")
