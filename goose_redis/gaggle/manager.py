@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import Config
@@ -419,7 +419,10 @@ class Manager:
         if self.started_at is None:
             log.log(NOTICE, "the gaggle never started: %s", self.stop_reason)
             return 0
-        finish(self.report(time.time()), c)
+        ramp, final = self.reports(time.time())
+        if ramp is not None and not c.quiet:
+            print_tables(ramp, "=== RAMP-UP METRICS ===")
+        finish(final, c)
         await self.link.attempt("closing the run", self.close_run)
         return 0
 
@@ -451,14 +454,16 @@ class Manager:
             scenario_users=scenario_users(self.load_test, list(range(c.users))),
         )
 
-    def report(self, now: float) -> dict[str, Any]:
+    def reports(self, now: float) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(the ramp-up report if the metrics were reset, the final report)."""
         info = self.info(now)
-        if info.metrics_reset and not self.ramp.is_empty() and not self.config.quiet:
-            ramp_info = self.info(now)
-            ramp_info.measured_from, ramp_info.ended_at = ramp_info.started_at, info.measured_from
-            ramp_info.phases = ramp_info.phases[:1]
-            print_tables(build_report(self.ramp, self.load_test, ramp_info), "=== RAMP-UP METRICS ===")
-        return build_report(self.measured(info.metrics_reset), self.load_test, info)
+        ramp = None
+        if info.metrics_reset and not self.ramp.is_empty():
+            ramp_info = replace(
+                info, ended_at=info.measured_from, measured_from=info.started_at, phases=info.phases[:1]
+            )
+            ramp = build_report(self.ramp, self.load_test, ramp_info)
+        return ramp, build_report(self.measured(info.metrics_reset), self.load_test, info)
 
     def measured(self, reset: bool) -> Metrics:
         """The rows the report shows: the steady phase after a reset, else everything."""
