@@ -336,16 +336,25 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-async def comment_form(request: web.Request) -> web.Response:
+def _comment_target(request: web.Request) -> tuple[int, str, int] | web.Response:
+    """(node id, session id, uid) for the comment pages, or the page refusing them."""
     nid = _int_param(request, "nid", MAX_NID)
     if nid is None:
         return _not_found(request)
     logged_in = _session(request)
     if logged_in is None:
         return _denied(request, "You must log in to post comments.")
+    return nid, *logged_in
+
+
+async def comment_form(request: web.Request) -> web.Response:
+    found = _comment_target(request)
+    if isinstance(found, web.Response):
+        return found
+    nid, sid, uid = found
     state = request.app[STATE]
     build_id = _new_form_build_id(state, COMMENT_FORM_ID)
-    token = _form_token(state, logged_in[0], COMMENT_FORM_ID)
+    token = _form_token(state, sid, COMMENT_FORM_ID)
     content = f"""<form action="/comment/reply/{nid}" method="post" id="comment-form"
  accept-charset="UTF-8"><div>
 <label for="edit-subject">Subject</label>
@@ -361,15 +370,13 @@ async def comment_form(request: web.Request) -> web.Response:
 
 
 async def comment_submit(request: web.Request) -> web.Response:
-    nid = _int_param(request, "nid", MAX_NID)
-    if nid is None:
-        return _not_found(request)
-    logged_in = _session(request)
-    if logged_in is None:
-        return _denied(request, "You must log in to post comments.")
+    found = _comment_target(request)
+    if isinstance(found, web.Response):
+        return found
+    nid, sid, uid = found
     state = request.app[STATE]
     form = await request.post()
-    expected_token = _form_token(state, logged_in[0], COMMENT_FORM_ID)
+    expected_token = _form_token(state, sid, COMMENT_FORM_ID)
     if form.get("form_id") != COMMENT_FORM_ID or not hmac.compare_digest(
         str(form.get("form_token", "")), expected_token
     ):
@@ -380,7 +387,7 @@ async def comment_submit(request: web.Request) -> web.Response:
     if not body:
         return _page(request, "Bad request", "<p>Comment field is required.</p>", status=400)
     subject = str(form.get("subject", "")).strip()[:64] or body[:29]
-    comment = Comment(next(state.counter), f"user{logged_in[1]}", subject, body[:2000])
+    comment = Comment(next(state.counter), f"user{uid}", subject, body[:2000])
     state.comments.setdefault(nid, deque(maxlen=COMMENTS_KEPT_PER_NODE)).append(comment)
     return _redirect(f"/node/{nid}#comment-{comment.cid}")
 
