@@ -22,6 +22,7 @@ from .config import DEFAULT_REDIS_URL, Config, build_config
 from .errors import InvalidOption, LoadTestError
 from .loader import load_file, scenarios_of
 from .logs import setup_logging
+from .options import GroupedCommand, click_options
 from .scenario import LoadTest, Scenario, filter_scenarios
 
 log = logging.getLogger("goose_redis")
@@ -34,85 +35,14 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The load-test options; each also reads ``GOOSE_<NAME>`` from the environment."""
-    opts = [
-        click.option("-f", "--file", "file", envvar="GOOSE_FILE", help="Load-test file (Python) defining Scenarios."),
-        click.option("-H", "--host", envvar="GOOSE_HOST", help="Target host, e.g. http://127.0.0.1:8080."),
-        click.option("-u", "--users", envvar="GOOSE_USERS", help="Users to launch [default: CPU cores]."),
-        click.option("-r", "--hatch-rate", envvar="GOOSE_HATCH_RATE", help="Users launched per second [default: 1]."),
-        click.option("-s", "--startup-time", envvar="GOOSE_STARTUP_TIME", help="Launch all users over this time."),
-        click.option(
-            "-t", "--run-time", envvar="GOOSE_RUN_TIME", help="Run time after all users are launched: 30s, 2m, 1h30m."
-        ),
-        click.option(
-            "--iterations", envvar="GOOSE_ITERATIONS", help="Each user runs its scenario N times, then exits."
-        ),
-        click.option(
-            "--scenarios",
-            envvar="GOOSE_SCENARIOS",
-            help="Run only these scenarios (machine names, * wildcard, comma-separated).",
-        ),
-        click.option("--list", "list_only", is_flag=True, help="List scenarios and transactions and exit."),
-        click.option("--timeout", envvar="GOOSE_TIMEOUT", help="Per-request timeout [default: 60s]."),
-        click.option(
-            "--no-reset-metrics",
-            is_flag=True,
-            envvar="GOOSE_NO_RESET_METRICS",
-            help="Keep ramp-up metrics in the totals.",
-        ),
-        click.option(
-            "--running-metrics", envvar="GOOSE_RUNNING_METRICS", help="Print the tables every N seconds while running."
-        ),
-        click.option(
-            "--report-file",
-            multiple=True,
-            envvar="GOOSE_REPORT_FILE",
-            help="Write a report: .json, .html, .md, .csv (repeatable).",
-        ),
-        click.option("--request-log", envvar="GOOSE_REQUEST_LOG", help="Write one JSON line per request to this file."),
-        click.option("--test-plan", envvar="GOOSE_TEST_PLAN", hidden=True),
-        click.option("--manager", is_flag=True, envvar="GOOSE_MANAGER", help="Run as the Gaggle Manager."),
-        click.option("--worker", is_flag=True, envvar="GOOSE_WORKER", help="Run as a Gaggle Worker."),
-        click.option("--expect-workers", envvar="GOOSE_EXPECT_WORKERS", help="Manager: Workers to wait for."),
-        click.option(
-            "--redis-url",
-            envvar="GOOSE_REDIS_URL",
-            help=f"Redis that the gaggle meets at [default: {DEFAULT_REDIS_URL}].",
-        ),
-        click.option(
-            "--gaggle", envvar="GOOSE_GAGGLE", help="Gaggle name: namespaces every Redis key [default: default]."
-        ),
-        click.option(
-            "--no-hash-check",
-            is_flag=True,
-            envvar="GOOSE_NO_HASH_CHECK",
-            help="Let Workers with a different load test join.",
-        ),
-        click.option(
-            "--stop-on-worker-loss",
-            is_flag=True,
-            envvar="GOOSE_STOP_ON_WORKER_LOSS",
-            help="Manager: stop the gaggle when a Worker is lost.",
-        ),
-        click.option(
-            "--redis-timeout",
-            envvar="GOOSE_REDIS_TIMEOUT",
-            help="Stop with an error when Redis stays unreachable this long [default: 60s].",
-        ),
-        click.option(
-            "--final-wait",
-            envvar="GOOSE_FINAL_WAIT",
-            help="Manager: wait this long for Workers' final metrics [default: 30s].",
-        ),
-        click.option("--check", is_flag=True, help="Validate every option and exit."),
-        click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug)."),
-        click.option("-q", "--quiet", is_flag=True, envvar="GOOSE_QUIET", help="No progress line, errors only."),
-        click.version_option(__version__, "--version", prog_name="goose-redis"),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+def run_options(where: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The load-test options (``options.OPTIONS``) that apply ``where``, plus ``--version``."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.version_option(__version__, "--version", prog_name="goose-redis")(fn)
+        return click_options(where)(fn)
+
+    return decorate
 
 
 def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[Config, LoadTest]:
@@ -161,16 +91,17 @@ def run_command(raw: dict[str, Any], scenarios: Sequence[Scenario] | None = None
 
 
 def _command(scenarios: Sequence[Scenario] | None, name: str) -> click.Command:
-    @click.command(name=name, context_settings={"help_option_names": ["-h", "--help"]}, epilog=__doc__)
-    @run_options
+    @click.command(name=name, cls=GroupedCommand, context_settings={"help_option_names": ["-h", "--help"]},
+                   epilog=__doc__)  # fmt: skip
+    @run_options("run")
     def command(**raw: Any) -> None:
         run_command(raw, scenarios)
 
     return command
 
 
-@click.command("demo", context_settings={"help_option_names": ["-h", "--help"]})
-@run_options
+@click.command("demo", cls=GroupedCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@run_options("demo")
 def demo_command(**raw: Any) -> None:
     """Start the embedded demo site and load-test it with examples/drupal_loadtest.py."""
     from .demo_site import start_demo_site

@@ -1,0 +1,140 @@
+"""Every command-line option of a load-test run, in one table.
+
+Each row becomes a click option (in ``cli.py``) that also reads ``GOOSE_<NAME>``
+from the environment. Rows carry a help *group* (the sections of ``--help``)
+and a *metavar* that says what kind of value is wanted, so ``--help`` reads as
+a manual rather than a list of TEXT. Values stay raw strings here: ``config``
+validates them, so an error names the option the user typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+# Help sections, in the order ``--help`` shows them.
+LOAD, SHAPING, GAGGLE, REPORTS, LOGGING, OTHER = "Load", "Shaping", "Gaggle", "Reports", "Logging", "Other"
+GROUPS = (LOAD, SHAPING, GAGGLE, REPORTS, LOGGING, OTHER)
+
+
+@dataclass(frozen=True)
+class Opt:
+    flags: tuple[str, ...]
+    dest: str
+    group: str
+    help: str
+    metavar: str | None = None
+    env: bool = True  # also read GOOSE_<DEST>
+    flag: bool = False
+    count: bool = False
+    multiple: bool = False
+    # Where the option applies: "run" (goose-redis -f, python FILE), "demo".
+    where: frozenset[str] = frozenset({"run", "demo"})
+
+    @property
+    def envvar(self) -> str | None:
+        return f"GOOSE_{self.dest.upper()}" if self.env else None
+
+
+RUN_ONLY = frozenset({"run"})
+
+OPTIONS: tuple[Opt, ...] = (
+    # -- Load
+    Opt(("-f", "--file"), "file", LOAD, "Load-test file (Python) defining Scenarios.", "PATH", where=RUN_ONLY),
+    Opt(("-H", "--host"), "host", LOAD, "Target host, e.g. http://127.0.0.1:8080.", "URL"),
+    Opt(("-u", "--users"), "users", LOAD, "Users to launch [default: CPU cores].", "N"),
+    Opt(("-r", "--hatch-rate"), "hatch_rate", LOAD, "Users launched per second [default: 1].", "RATE"),
+    Opt(("-s", "--startup-time"), "startup_time", LOAD, "Launch all users over this time (instead of -r).", "TIME"),
+    Opt(("-t", "--run-time"), "run_time", LOAD, "Run time after all users are launched: 30s, 2m, 1h30m.", "TIME"),
+    Opt(("--iterations",), "iterations", LOAD, "Each user runs its scenario N times, then exits.", "N"),
+    Opt(("--scenarios",), "scenarios", LOAD, "Run only these scenarios (machine names, * wildcard, comma-separated).",
+        "LIST"),  # fmt: skip
+    Opt(("--timeout",), "timeout", LOAD, "Per-request timeout [default: 60s].", "TIME"),
+    # -- Shaping
+    Opt(("--test-plan",), "test_plan", SHAPING,
+        'Users over time, Goose\'s grammar: "10,1m;10,5m;0,0s" (ramp to 10 in 1m, hold 5m, stop). '
+        "Replaces -u/-r/-s/-t/--iterations.", "PLAN"),  # fmt: skip
+    Opt(("--throttle-requests",), "throttle_requests", SHAPING,
+        "At most this many requests per second, across the whole gaggle.", "RATE"),  # fmt: skip
+    Opt(("--arrival-rate",), "arrival_rate", SHAPING,
+        "Open model: start scenario iterations at RATE per second on a pool of -u users, whatever the "
+        'response times; or a rate plan "RATE,TIME;..." (linear ramps).', "RATE|PLAN"),  # fmt: skip
+    Opt(("--co-mitigation",), "co_mitigation", SHAPING,
+        "Coordinated-omission mitigation: disabled, average, minimum or maximum [default: disabled].", "MODE"),
+    # -- Gaggle
+    Opt(("--manager",), "manager", GAGGLE, "Run as the Gaggle Manager.", flag=True, where=RUN_ONLY),
+    Opt(("--worker",), "worker", GAGGLE, "Run as a Gaggle Worker.", flag=True, where=RUN_ONLY),
+    Opt(("--expect-workers",), "expect_workers", GAGGLE, "Manager: Workers to wait for.", "N", where=RUN_ONLY),
+    Opt(("--redis-url",), "redis_url", GAGGLE, "Redis that the gaggle meets at [default: redis://127.0.0.1:6379/0].",
+        "URL", where=RUN_ONLY),  # fmt: skip
+    Opt(("--gaggle",), "gaggle", GAGGLE, "Gaggle name: namespaces every Redis key [default: default].", "NAME",
+        where=RUN_ONLY),  # fmt: skip
+    Opt(("--no-hash-check",), "no_hash_check", GAGGLE, "Let Workers with a different load test join.", flag=True,
+        where=RUN_ONLY),  # fmt: skip
+    Opt(("--stop-on-worker-loss",), "stop_on_worker_loss", GAGGLE, "Manager: stop the gaggle when a Worker is lost.",
+        flag=True, where=RUN_ONLY),  # fmt: skip
+    Opt(("--redis-timeout",), "redis_timeout", GAGGLE,
+        "Stop with an error when Redis stays unreachable this long [default: 60s].", "TIME", where=RUN_ONLY),
+    Opt(("--final-wait",), "final_wait", GAGGLE, "Manager: wait this long for Workers' final metrics [default: 30s].",
+        "TIME", where=RUN_ONLY),  # fmt: skip
+    # -- Reports
+    Opt(("--no-reset-metrics",), "no_reset_metrics", REPORTS, "Keep ramp-up metrics in the totals.", flag=True),
+    Opt(("--running-metrics",), "running_metrics", REPORTS, "Print the tables every TIME while running.", "TIME"),
+    Opt(("--report-file",), "report_file", REPORTS, "Write a report: .json, .html, .md, .csv (repeatable).", "PATH",
+        multiple=True),  # fmt: skip
+    # -- Logging
+    Opt(("--request-log",), "request_log", LOGGING, "Write one JSON line per request to this file.", "PATH"),
+    Opt(("-v", "--verbose"), "verbose", LOGGING, "More logging (-v info, -vv debug).", count=True, env=False),
+    Opt(("-q", "--quiet"), "quiet", LOGGING, "No progress line, errors only.", flag=True),
+    # -- Other
+    Opt(("--list",), "list_only", OTHER, "List scenarios and transactions and exit.", flag=True, env=False,
+        where=RUN_ONLY),  # fmt: skip
+    Opt(("--check",), "check", OTHER, "Validate every option and exit.", flag=True, env=False),
+)
+
+
+class GroupedOption(click.Option):
+    """A click option that remembers its help section."""
+
+    def __init__(self, *args: Any, group: str = OTHER, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group = group
+
+
+class GroupedCommand(click.Command):
+    """``--help`` with the options under their sections (Load, Shaping, Gaggle, ...)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "group", OTHER), []).append(record)
+        for group in (*GROUPS, *sorted(set(sections) - set(GROUPS))):
+            if sections.get(group):
+                with formatter.section(f"{group} options"):
+                    formatter.write_dl(sections[group])
+
+
+def click_options(where: str, extra: Iterable[Opt] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a click command with every option that applies ``where``."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed([*OPTIONS, *extra]):
+            if where not in opt.where:
+                continue
+            kwargs: dict[str, Any] = {"help": opt.help, "envvar": opt.envvar, "group": opt.group, "cls": GroupedOption}
+            if opt.flag:
+                kwargs["is_flag"] = True
+            elif opt.count:
+                kwargs["count"] = True
+            else:
+                kwargs["metavar"] = opt.metavar
+                kwargs["multiple"] = opt.multiple
+            fn = click.option(*opt.flags, opt.dest, **kwargs)(fn)
+        return fn
+
+    return decorate
