@@ -8,13 +8,16 @@ the one error shape, ``InvalidOption``. Nothing here does I/O.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from .arrival import ArrivalPlan, parse_arrival
+from .co import MODES as CO_MODES
 from .durations import parse_duration
 from .errors import InvalidOption
 from .report.writers import report_format
+from .shape import Segment, Shape, parse_plan, planned, simple
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HATCH_RATE = 1.0
@@ -28,6 +31,9 @@ MANAGER_ONLY = {
     "iterations": "--iterations",
     "host": "--host",
     "test_plan": "--test-plan",
+    "throttle_requests": "--throttle-requests",
+    "arrival_rate": "--arrival-rate",
+    "co_mitigation": "--co-mitigation",
     "report_file": "--report-file",
     "running_metrics": "--running-metrics",
     "expect_workers": "--expect-workers",
@@ -63,6 +69,11 @@ class Config:
     final_wait_s: float = 30.0
     manager_grace_s: float = 10.0
     redis_deadline_s: float = 60.0
+    test_plan: tuple[tuple[float, float], ...] | None = None
+    test_plan_text: str | None = None
+    throttle_rps: float | None = None
+    arrival: ArrivalPlan | None = None
+    co_mitigation: str = "disabled"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -70,6 +81,18 @@ class Config:
         if self.startup_time_s is not None:
             return self.startup_time_s / self.users if self.users > 1 else 0.0
         return 1.0 / (self.hatch_rate or DEFAULT_HATCH_RATE)
+
+    def shape(self) -> Shape:
+        """The run as a load shape (``shape.py``): what every run mode follows."""
+        if self.test_plan is not None:
+            base = planned(list(self.test_plan), self.hatch_rate or DEFAULT_HATCH_RATE)
+        elif self.arrival is not None:
+            # The open model: the whole pool at once, then iterations at the arrival rate.
+            end = self.arrival.end_s if self.arrival.end_s is not None else self.run_time_s
+            base = Shape((Segment(0.0, 0, self.users, 0.0),), end, None, float(self.users), arrival=self.arrival)
+        else:
+            base = simple(self.users, self.hatch_interval_s, self.run_time_s, reset=self.reset_metrics)
+        return replace(base, throttle=self.throttle_rps)
 
 
 def _int(option: str, raw: str, minimum: int, detail: str) -> int:
@@ -156,14 +179,15 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
                 )
         if raw.get("no_reset_metrics"):
             raise InvalidOption("--no-reset-metrics", "true", "The --no-reset-metrics option is set on the Manager.")
-    if raw.get("test_plan") is not None:
-        raise InvalidOption("--test-plan", raw["test_plan"], "The --test-plan option is not supported yet.")
+    shaping = _shaping(raw)
 
     users = (
         _int("--users", raw["users"], 1, "The --users option must be set to at least 1.")
         if raw.get("users") is not None
         else (os.cpu_count() or 1)
     )
+    if shaping["test_plan"] is not None:
+        users = max(1, max(int(u) for u, _ in shaping["test_plan"]))
     # The Manager's own options first: the walk-through's first error is about --expect-workers.
     expect_workers = 0
     if manager:
@@ -187,7 +211,7 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
             raw["startup_time"],
             "The --startup-time option can not be set together with --hatch-rate.",
         )
-    if startup is None and hatch_rate is None:
+    if startup is None and hatch_rate is None and raw.get("arrival_rate") is None:
         hatch_rate = DEFAULT_HATCH_RATE
     run_time = _duration("--run-time", raw["run_time"], allow_zero=True) if raw.get("run_time") is not None else None
     iterations = (
@@ -251,4 +275,69 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         stop_on_worker_loss=bool(raw.get("stop_on_worker_loss")),
         final_wait_s=final_wait,
         redis_deadline_s=redis_timeout,
+        test_plan=shaping["test_plan"],
+        test_plan_text=raw.get("test_plan"),
+        throttle_rps=shaping["throttle"],
+        arrival=parse_arrival("--arrival-rate", raw["arrival_rate"], run_time) if raw.get("arrival_rate") else None,
+        co_mitigation=shaping["co"],
     )
+
+
+# Options a test plan replaces (Goose: --test-plan "can not be set together with" them).
+PLAN_REPLACES = {
+    "users": "--users",
+    "hatch_rate": "--hatch-rate",
+    "startup_time": "--startup-time",
+    "run_time": "--run-time",
+    "iterations": "--iterations",
+}
+# The open model launches its pool at once and runs iterations by the clock, not per user.
+ARRIVAL_EXCLUDES = {
+    "test_plan": "--test-plan",
+    "hatch_rate": "--hatch-rate",
+    "startup_time": "--startup-time",
+    "iterations": "--iterations",
+}
+MAX_THROTTLE = 1_000_000.0
+
+
+def _shaping(raw: dict[str, Any]) -> dict[str, Any]:
+    """--test-plan, --arrival-rate, --throttle-requests, --co-mitigation: their own values and conflicts."""
+    out: dict[str, Any] = {"test_plan": None, "throttle": None, "co": "disabled"}
+    plan_text = raw.get("test_plan")
+    if plan_text is not None:
+        for key, option in PLAN_REPLACES.items():
+            if raw.get(key) is not None:
+                raise InvalidOption(
+                    "--test-plan", plan_text, f"The --test-plan option can not be set together with {option}."
+                )
+        out["test_plan"] = tuple(parse_plan("--test-plan", plan_text))
+    arrival = raw.get("arrival_rate")
+    if arrival is not None:
+        for key, option in ARRIVAL_EXCLUDES.items():
+            if raw.get(key) is not None:
+                raise InvalidOption(
+                    "--arrival-rate", arrival, f"The --arrival-rate option can not be set together with {option}."
+                )
+        if ("," in str(arrival) or ";" in str(arrival)) and raw.get("run_time") is not None:
+            raise InvalidOption(
+                "--arrival-rate", arrival,
+                "A rate plan sets its own length: the --arrival-rate plan can not be set together with --run-time.",
+            )  # fmt: skip
+    throttle = raw.get("throttle_requests")
+    if throttle is not None:
+        value = _float("--throttle-requests", throttle)
+        if value > MAX_THROTTLE:
+            raise InvalidOption(
+                "--throttle-requests", throttle, f"The --throttle-requests option must be at most {MAX_THROTTLE:,.0f}."
+            )
+        out["throttle"] = value
+    co = raw.get("co_mitigation")
+    if co is not None:
+        mode = str(co).strip().lower()
+        if mode not in CO_MODES:
+            raise InvalidOption(
+                "--co-mitigation", co, f"The --co-mitigation option must be one of: {', '.join(CO_MODES)}."
+            )
+        out["co"] = mode
+    return out

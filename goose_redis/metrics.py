@@ -135,6 +135,10 @@ class Metrics:
     transactions: dict[TransactionKey, RowStats] = field(default_factory=dict)
     scenarios: dict[int, RowStats] = field(default_factory=dict)
     series: Series = field(default_factory=Series)
+    # Coordinated-omission mitigation: only the synthetic samples; corrected = raw + these.
+    co_requests: dict[RequestKey, RowStats] = field(default_factory=dict)
+    # Open model: iterations that were due when no user was free.
+    dropped_iterations: int = 0
 
     def request_row(self, method: str, name: str) -> RowStats:
         key = (method, name)
@@ -156,8 +160,18 @@ class Metrics:
             row = self.scenarios[scenario_index] = RowStats()
         return row
 
+    def co_request_row(self, method: str, name: str) -> RowStats:
+        key = (method, name)
+        row = self.co_requests.get(key)
+        if row is None:
+            row = self.co_requests[key] = RowStats()
+        return row
+
     def is_empty(self) -> bool:
-        return not (self.requests or self.transactions or self.scenarios or self.series.buckets)
+        return not (
+            self.requests or self.transactions or self.scenarios or self.series.buckets or self.co_requests
+            or self.dropped_iterations
+        )  # fmt: skip
 
     def total_requests(self) -> tuple[int, int]:
         return (
@@ -178,21 +192,28 @@ class Metrics:
             self.transaction_row(*tk).merge(row)
         for sk, row in other.scenarios.items():
             self.scenario_row(sk).merge(row)
+        for rk, row in other.co_requests.items():
+            self.co_request_row(*rk).merge(row)
+        self.dropped_iterations += other.dropped_iterations
         if with_series:
             self.series.merge(other.series)
 
     def take(self) -> Metrics:
         """Hand over everything recorded so far and start empty: one delta."""
-        delta = Metrics(self.requests, self.transactions, self.scenarios, self.series.take())
-        self.requests, self.transactions, self.scenarios = {}, {}, {}
+        delta = Metrics(self.requests, self.transactions, self.scenarios, self.series.take(), self.co_requests,
+                        self.dropped_iterations)  # fmt: skip
+        self.requests, self.transactions, self.scenarios, self.co_requests = {}, {}, {}, {}
+        self.dropped_iterations = 0
         return delta
 
     def take_totals(self) -> Metrics:
         """Goose's reset once all users are launched: hand over the rows, keep the series
         (the charts show the ramp-up too), its buckets marking what left the rows."""
         self.series.discard_all()
-        rows = Metrics(self.requests, self.transactions, self.scenarios)
-        self.requests, self.transactions, self.scenarios = {}, {}, {}
+        rows = Metrics(self.requests, self.transactions, self.scenarios, co_requests=self.co_requests,
+                       dropped_iterations=self.dropped_iterations)  # fmt: skip
+        self.requests, self.transactions, self.scenarios, self.co_requests = {}, {}, {}, {}
+        self.dropped_iterations = 0
         return rows
 
     def to_wire(self) -> dict[str, Any]:
@@ -201,6 +222,8 @@ class Metrics:
             "tx": [[s, t, r.to_wire()] for (s, t), r in self.transactions.items()],
             "sc": [[s, r.to_wire()] for s, r in self.scenarios.items()],
             "ser": self.series.to_wire(),
+            "co": [[m, n, r.to_wire()] for (m, n), r in self.co_requests.items()],
+            "drop": self.dropped_iterations,
         }
 
     @classmethod
@@ -220,6 +243,11 @@ class Metrics:
                     raise WireError("scenario entry is not a pair")
                 m.scenario_row(_index(pair[0])).merge(RowStats.from_wire(pair[1]))
             m.series = Series.from_wire(wire["ser"])
+            for method, name, row in _triples(wire.get("co", [])):
+                if not isinstance(method, str) or not isinstance(name, str):
+                    raise WireError("request key is not two strings")
+                m.co_request_row(method, name).merge(RowStats.from_wire(row))
+            m.dropped_iterations = _count(wire.get("drop", 0))
         except (KeyError, TypeError) as exc:
             raise WireError(f"bad metrics: {exc}") from exc
         except ValueError as exc:

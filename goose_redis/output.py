@@ -49,11 +49,11 @@ class _ClearLineFirst(logging.Filter):
 class LiveView:
     """The progress line and ``--running-metrics`` tables, driven by a ticker."""
 
-    def __init__(self, config: Config, ramp_s: float = 0.0) -> None:
+    def __init__(self, config: Config, planned_s: float | None = None) -> None:
         self.config = config
         self.progress = None if config.quiet else ProgressLine()
-        # --run-time counts from the end of the ramp-up; the line shows the whole planned run.
-        self.planned_s = None if config.run_time_s is None else ramp_s + config.run_time_s
+        # The whole planned run (ramp-up plus run time, or the test plan), when it has an end.
+        self.planned_s = planned_s
         self._next_tables = time.time() + (config.running_metrics_s or 0)
         self._log_filter: _ClearLineFirst | None = None
         if self.progress is not None and self.progress.tty:

@@ -53,3 +53,13 @@ class Recorder:
 
     def scenario(self, scenario_index: int, ms: float, success: bool) -> None:
         self.metrics.scenario_row(scenario_index).record(ms, success, None, None)
+
+    def backfill(self, resp: Response, samples: list[float]) -> None:
+        """Coordinated-omission mitigation: what a steady client would also have measured."""
+        row = self.metrics.co_request_row(resp.method, resp.name)
+        for ms in samples:
+            row.record(ms, resp.success, resp.status or None, resp.error)
+
+    def dropped(self) -> None:
+        """An open-model iteration was due and no user was free."""
+        self.metrics.dropped_iterations += 1

@@ -1,7 +1,15 @@
-"""The local engine: launch users on a schedule, run them, stop them, drain.
+"""The local engine: follow a load shape, run users, stop them, drain.
 
-It knows nothing of Redis. A Gaggle Worker runs the same engine with its
-share of the launch plan and a start time agreed through Redis.
+It knows nothing of Redis. The shape (``shape.py``) says how many users run at each
+moment and the slot says which of them are this process's. The shape may change
+while the run goes on (a plan step, a control command, a Worker lost elsewhere in
+the gaggle): ``set_shape`` hands over the new one and the engine catches up at once,
+launching the users now due (in one batch when it is behind) and stopping the
+newest first, each after its current transaction and its ``on_stop``.
+
+Two ways to run users: the closed model (each user loops over its scenario) and
+the open model (``--arrival-rate``: users wait in a pool and each due iteration
+takes a free one, or is dropped and counted when none is free).
 """
 
 from __future__ import annotations
@@ -10,11 +18,15 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .co import Cadence, backfill
 from .recorder import Recorder
 from .scenario import LoadTest, PlannedScenario
+from .shape import EPS, WHOLE, Shape, Slot
+from .throttle import RunStopped, Throttle
 from .user import User
 
 log = logging.getLogger("goose_redis.runner")
@@ -24,32 +36,8 @@ log = logging.getLogger("goose_redis.runner")
 STOP_GRACE_S = 5.0
 ON_STOP_TIMEOUT_S = 10.0
 TICK_S = 0.5
-
-
-@dataclass(frozen=True)
-class Launch:
-    user_index: int  # index in the whole gaggle
-    at_s: float  # seconds after the start
-    scenario_index: int
-
-
-def launch_interval(users: int, hatch_rate: float | None, startup_time_s: float | None) -> float:
-    """Seconds between two launches, gaggle-wide."""
-    if startup_time_s is not None:
-        return startup_time_s / users if users > 1 else 0.0
-    return 1.0 / hatch_rate if hatch_rate else 0.0
-
-
-def launch_plan(
-    load_test: LoadTest, total_users: int, interval_s: float, worker_index: int = 0, worker_count: int = 1
-) -> list[Launch]:
-    """User ``i`` of the gaggle starts at ``i * interval`` on Worker ``i % workers``:
-    each Worker launches every ``workers``-th user, staggered, so the gaggle-wide
-    rate is the one asked for and the first ``users % workers`` Workers get one more."""
-    return [
-        Launch(i, i * interval_s, load_test.scenario_for_user(i))
-        for i in range(worker_index, total_users, worker_count)
-    ]
+# Launches due within this much of now happen now: a timer per user would cost more than it buys.
+LAUNCH_SLACK_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -57,38 +45,77 @@ class RunOptions:
     host: str | None
     timeout_s: float = 60.0
     iterations: int | None = None
-    run_time_s: float | None = None
-    ramp_end_s: float = 0.0  # when the whole gaggle has launched its users
-    reset_metrics: bool = True
     source: str = ""  # series source: the Worker id in a gaggle
+    own_end: bool = True  # stop at the shape's end; a Worker waits for the Manager's EXIT instead
+    co_mitigation: str = "disabled"
+
+
+class UserRun:
+    """One launched user and what the engine needs to steer it."""
+
+    __slots__ = ("user", "planned", "stop", "go", "task", "completed")
+
+    def __init__(self, user: User, planned: PlannedScenario) -> None:
+        self.user = user
+        self.planned = planned
+        self.stop = asyncio.Event()  # leave after the current transaction
+        self.go = asyncio.Event()  # open model: run one iteration (also set on stop, to wake it)
+        self.task: asyncio.Task[None] | None = None
+        self.completed = False  # ran its --iterations
 
 
 class Runner:
-    def __init__(self, load_test: LoadTest, plan: list[Launch], options: RunOptions, recorder: Recorder) -> None:
+    def __init__(
+        self, load_test: LoadTest, options: RunOptions, recorder: Recorder, shape: Shape, slot: Slot = WHOLE
+    ) -> None:
         self.load_test = load_test
-        self.plan = plan
         self.options = options
         self.recorder = recorder
+        self.shape = shape
+        self.slot = slot
+        self.throttle = Throttle()
         self.stop_event = asyncio.Event()
         self.stop_reason = ""
-        self.users: list[User] = []
-        self.active = 0
+        self.running: dict[int, UserRun] = {}  # users not told to stop, by gaggle-wide index
+        self.leaving: set[UserRun] = set()  # told to stop, finishing their transaction and on_stop
+        self.finished: set[int] = set()  # ran their --iterations: never launched again
+        self.launched = 0  # users launched so far, in all
         self.started_at: float | None = None
         self.ramp_done_at: float | None = None
         self.stopping_at: float | None = None
         self.ended_at: float | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[asyncio.Task[None], UserRun] = {}
         self._logged_errors: set[str] = set()
-        self._plan_done = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._slot_seen = slot
+        self._want = 0
+        self._free: deque[UserRun] = deque()
+        self._dropped_logged = False
+
+    # -- steering ---------------------------------------------------------------
 
     def stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
             self.stop_reason = reason
             self.stop_event.set()
+            self._wake.set()
+
+    def set_shape(self, shape: Shape, slot: Slot | None = None) -> None:
+        """Follow a new shape (and, for a Worker, a new place in the gaggle) from now on."""
+        self.shape = shape
+        if slot is not None:
+            self.slot = slot
+        self._wake.set()
 
     @property
-    def launched(self) -> int:
-        return len(self.users)
+    def active(self) -> int:
+        """Users running and not told to stop."""
+        return len(self.running)
+
+    def elapsed(self, now: float | None = None) -> float:
+        return (now if now is not None else time.time()) - (self.started_at or time.time())
+
+    # -- the run -----------------------------------------------------------------
 
     async def _wait_until(self, deadline: float) -> bool:
         """Sleep until ``deadline`` (epoch); True if stopped first."""
@@ -100,19 +127,10 @@ class Runner:
                 pass
         return self.stop_event.is_set()
 
-    async def _wait_for(self, event: asyncio.Event) -> bool:
-        """Wait for ``event``; True if stopped first."""
-        if not event.is_set():
-            waiters = [asyncio.create_task(event.wait()), asyncio.create_task(self.stop_event.wait())]
-            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for t in pending:
-                t.cancel()
-        return self.stop_event.is_set()
-
     async def run(
         self,
         start_at: float,
-        on_ramp_done: Callable[[], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
         on_tick: Callable[[float], None] | None = None,
     ) -> None:
         if await self._wait_until(start_at):
@@ -120,25 +138,17 @@ class Runner:
             return
         self.started_at = start_at
         ticker = asyncio.create_task(self._tick(on_tick))
-        launcher = asyncio.create_task(self._launch(start_at))
+        shaper = asyncio.create_task(self._follow(on_reset))
+        dispatcher = asyncio.create_task(self._dispatch()) if self.shape.arrival is not None else None
         try:
-            ramp_stopped = await self._wait_until(start_at + self.options.ramp_end_s)
-            if not ramp_stopped:
-                # The last launch is due at the same instant: let it happen first.
-                ramp_stopped = await self._wait_for(self._plan_done)
-            if not ramp_stopped:
-                self.ramp_done_at = time.time()
-                log.info("all %d users launched", self.launched)
-                if on_ramp_done is not None:
-                    on_ramp_done()
-                if self.options.run_time_s is not None:
-                    if not await self._wait_until(self.ramp_done_at + self.options.run_time_s):
-                        self.stop("run time elapsed")
-                await self.stop_event.wait()
+            await self.stop_event.wait()
             self.stopping_at = time.time()
             log.info("stopping: %s", self.stop_reason)
-            launcher.cancel()
-            await asyncio.gather(launcher, return_exceptions=True)
+            self.throttle.stop()
+            background = [t for t in (shaper, dispatcher) if t is not None]
+            for t in background:
+                t.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await self._drain()
         finally:
             ticker.cancel()
@@ -146,24 +156,101 @@ class Runner:
             self._tick_once()
             self.ended_at = time.time()
 
-    async def _launch(self, start_at: float) -> None:
-        for launch in self.plan:
-            if await self._wait_until(start_at + launch.at_s):
+    async def _follow(self, on_reset: Callable[[], None] | None) -> None:
+        """Keep the users this slot should run at every moment of the shape."""
+        assert self.started_at is not None
+        reset_pending = True
+        while not self.stop_event.is_set():
+            self._wake.clear()
+            now = time.time()
+            t = now - self.started_at
+            shape = self.shape
+            self._reconcile(shape, t)
+            self.throttle.set_rate(shape.throttle * shape.share(t, self.slot) if shape.throttle is not None else None)
+            deadlines = []
+            if shape.reset_s is not None and reset_pending:
+                if t >= shape.reset_s - EPS:
+                    reset_pending = False
+                    self._ramp_done(now, on_reset)
+                else:
+                    deadlines.append(shape.reset_s)
+            elif self.ramp_done_at is None and shape.segments and t >= shape.segments[0].finish - EPS:
+                self.ramp_done_at = now  # no metrics reset (a test plan): the phase still ends
+            if self.options.own_end and shape.end_s is not None:
+                if t >= shape.end_s - EPS:
+                    self.stop("run time elapsed")
+                    return
+                deadlines.append(shape.end_s)
+            if self._iterations_done(t):
+                self.stop(f"every user ran {self.options.iterations} iteration(s)")
                 return
-            planned = self.load_test.planned[launch.scenario_index]
-            host = planned.scenario.host or self.options.host or ""
-            user = User(launch.user_index, planned.scenario, launch.scenario_index, host, self.recorder,
-                        self.options.timeout_s)  # fmt: skip
-            self.users.append(user)
-            self.active += 1
-            # Sampled at each launch as well as each tick, so the users series follows the ramp-up.
-            self.recorder.metrics.series.set_users(time.time(), self.active, self.options.source)
-            log.debug("launched user %d (%s)", launch.user_index, planned.scenario.name)
-            self._tasks.append(asyncio.create_task(self._user_main(user, planned)))
-        self._plan_done.set()
-        if self.options.iterations is not None:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            self.stop(f"every user ran {self.options.iterations} iteration(s)")
+            nxt = shape.next_change(t, self.slot)
+            if nxt is not None:
+                deadlines.append(nxt)
+            delay = min(deadlines) - (time.time() - self.started_at) if deadlines else None
+            if delay is not None and delay <= LAUNCH_SLACK_S:
+                await asyncio.sleep(0)  # due now: go round again, but let the users run
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+
+    def _ramp_done(self, now: float, on_reset: Callable[[], None] | None) -> None:
+        self.ramp_done_at = now
+        log.info("launched %d users", self.active)
+        if on_reset is not None:
+            on_reset()
+
+    def _iterations_done(self, t: float) -> bool:
+        if self.options.iterations is None or self.running or self.leaving:
+            return False
+        return self.shape.next_change(t, self.slot) is None
+
+    def _reconcile(self, shape: Shape, t: float) -> None:
+        """Launch the users due by ``t`` (lowest index first); stop those no longer wanted (highest first)."""
+        slot = self.slot
+        want = slot.count(shape.users_at(t))
+        if slot != self._slot_seen:  # our place in the gaggle changed: compare the sets
+            self._slot_seen = slot
+            wanted = {slot.index(k) for k in range(want)}
+            for i in sorted((i for i in self.running if i not in wanted), reverse=True):
+                self._stop_user(i)
+            for k in range(want):
+                self._launch(slot.index(k))
+        elif want > self._want:
+            for k in range(self._want, want):
+                self._launch(slot.index(k))
+        elif want < self._want:
+            for k in range(self._want - 1, want - 1, -1):
+                self._stop_user(slot.index(k))
+        self._want = want
+
+    def _launch(self, index: int) -> None:
+        if index in self.running or index in self.finished or self.stop_event.is_set():
+            return
+        si = self.load_test.scenario_for_user(index)
+        planned = self.load_test.planned[si]
+        scenario = planned.scenario
+        user = User(index, scenario, si, scenario.host or self.options.host or "", self.recorder,
+                    self.options.timeout_s, self.throttle, self.options.co_mitigation != "disabled")  # fmt: skip
+        run = UserRun(user, planned)
+        self.running[index] = run
+        self.launched += 1
+        # Sampled at each launch as well as each tick, so the users series follows the ramp-up.
+        self.recorder.metrics.series.set_users(time.time(), self.active, self.options.source)
+        log.info("launching user %d from %s...", index + 1, scenario.name)
+        run.task = asyncio.create_task(self._user_main(run))
+        self._tasks[run.task] = run
+
+    def _stop_user(self, index: int) -> None:
+        run = self.running.pop(index, None)
+        if run is None:
+            return
+        self.leaving.add(run)
+        run.stop.set()
+        run.go.set()
+        self.recorder.metrics.series.set_users(time.time(), self.active, self.options.source)
 
     async def _tick(self, on_tick: Callable[[float], None] | None) -> None:
         while True:
@@ -180,39 +267,86 @@ class Runner:
         self.recorder.metrics.series.set_users(now, self.active, self.options.source)
         return now
 
-    async def _user_main(self, user: User, planned: PlannedScenario) -> None:
+    # -- users -------------------------------------------------------------------
+
+    async def _user_main(self, run: UserRun) -> None:
+        user, planned = run.user, run.planned
         try:
             for ti in planned.on_start:
                 await self._run_transaction(user, planned, ti)
-            iteration = 0
-            wait = planned.scenario.wait
-            while not self.stop_event.is_set():
-                if not planned.schedule:
-                    await self.stop_event.wait()
+                if run.stop.is_set():
                     break
-                t0 = time.perf_counter()
-                failed = False
-                for ti in planned.schedule:
-                    failed |= not await self._run_transaction(user, planned, ti)
-                    if self.stop_event.is_set():
-                        break
-                    if wait is not None and wait[1] > 0:
-                        if await self._pause(random.uniform(*wait)):
-                            break
+            else:
+                if self.shape.arrival is not None:
+                    await self._serve_arrivals(run)
                 else:
-                    self.recorder.scenario(planned.index, (time.perf_counter() - t0) * 1000.0, not failed)
-                    iteration += 1
-                    if self.options.iterations is not None and iteration >= self.options.iterations:
-                        break
-                await asyncio.sleep(0)  # a transaction that never awaits must not starve the loop
+                    await self._loop(run)
             await self._run_on_stop(user, planned)
         finally:
-            self.active -= 1
+            self._user_left(run)
             await user.close()
 
-    async def _pause(self, seconds: float) -> bool:
+    def _user_left(self, run: UserRun) -> None:
+        index = run.user.index
+        if self.running.get(index) is run:
+            del self.running[index]
+        self.leaving.discard(run)
+        if run.completed:
+            self.finished.add(index)
+        self.recorder.metrics.series.set_users(time.time(), self.active, self.options.source)
+        log.info("exiting user %d from %s...", index + 1, run.planned.scenario.name)
+        self._wake.set()
+
+    async def _loop(self, run: UserRun) -> None:
+        """The closed model: pass after pass over the scenario until told to stop."""
+        iterations = self.options.iterations
+        done = 0
+        cadence = Cadence(self.options.co_mitigation) if self.options.co_mitigation != "disabled" else None
+        while not run.stop.is_set():
+            if not run.planned.schedule:
+                await run.stop.wait()
+                return
+            if await self._pass(run, cadence):
+                done += 1
+                if iterations is not None and done >= iterations:
+                    run.completed = True
+                    return
+            await asyncio.sleep(0)  # a transaction that never awaits must not starve the loop
+
+    async def _serve_arrivals(self, run: UserRun) -> None:
+        """The open model: wait in the pool for an iteration, run it, come back."""
+        while not run.stop.is_set():
+            self._free.append(run)
+            await run.go.wait()
+            run.go.clear()
+            if run.stop.is_set():
+                return
+            await self._pass(run, None)
+
+    async def _pass(self, run: UserRun, cadence: Cadence | None) -> bool:
+        """One iteration of the user's scenario; True when it ran to its end."""
+        user, planned = run.user, run.planned
+        wait = planned.scenario.wait
+        t0 = time.perf_counter()
+        failed = False
+        user.slowest = None
+        for ti in planned.schedule:
+            failed |= not await self._run_transaction(user, planned, ti)
+            if run.stop.is_set():
+                return False
+            if wait is not None and wait[1] > 0 and await self._pause(run, random.uniform(*wait)):
+                return False
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.recorder.scenario(planned.index, ms, not failed)
+        if cadence is not None:
+            expected = cadence.finish_pass(ms)
+            if expected is not None and user.slowest is not None:
+                self.recorder.backfill(user.slowest, backfill(user.slowest.elapsed_ms, expected))
+        return True
+
+    async def _pause(self, run: UserRun, seconds: float) -> bool:
         try:
-            await asyncio.wait_for(self.stop_event.wait(), seconds)
+            await asyncio.wait_for(run.stop.wait(), seconds)
         except TimeoutError:
             return False
         return True
@@ -237,6 +371,9 @@ class Runner:
         except asyncio.CancelledError:
             user.flush()
             raise
+        except RunStopped:  # the run stopped while a request waited for its throttle slot
+            user.flush()
+            return False
         except Exception as exc:  # a broken transaction is counted, and the user goes on
             error = f"{exc.__class__.__name__}: {exc}"[:200]
             key = f"{planned.scenario.name}/{tx.display_name}/{exc.__class__.__name__}"
@@ -249,7 +386,43 @@ class Runner:
         self.recorder.transaction(planned.index, ti, ms, success, error)
         return success
 
+    # -- the open model ------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """Start each of our iterations when it is due, on a free user, or count it dropped."""
+        assert self.started_at is not None
+        after = -1.0
+        while not self.stop_event.is_set():
+            plan = self.shape.arrival
+            if plan is None:
+                return
+            nxt = plan.next_for(after, self.slot)
+            if nxt is None:
+                return  # the rate plan is over; the run ends with the shape
+            _, when = nxt
+            delay = self.started_at + when - time.time()
+            if delay > 0 and await self._wait_until(self.started_at + when):
+                return
+            after = when
+            self._start_iteration()
+
+    def _start_iteration(self) -> None:
+        while self._free:
+            run = self._free.popleft()
+            if not run.stop.is_set():
+                run.go.set()
+                return
+        self.recorder.dropped()
+        if not self._dropped_logged:
+            self._dropped_logged = True
+            log.warning("an iteration was due and every user was busy: dropped (add users with -u; logged once)")
+
+    # -- the end ---------------------------------------------------------------------
+
     async def _drain(self) -> None:
+        for run in list(self.running.values()):
+            run.stop.set()
+            run.go.set()
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=STOP_GRACE_S)
@@ -257,11 +430,11 @@ class Runner:
                 t.cancel()
             await asyncio.gather(*still, return_exceptions=True)
             # Cancelled users still owe their on_stop transactions, bounded.
-            owed = [u for u, t in zip(self.users, self._tasks, strict=True) if t in still]
-            await asyncio.gather(*(self._finish_cancelled(u) for u in owed), return_exceptions=True)
+            owed = [self._tasks[t] for t in still]
+            await asyncio.gather(*(self._finish_cancelled(run) for run in owed), return_exceptions=True)
 
-    async def _finish_cancelled(self, user: User) -> None:
+    async def _finish_cancelled(self, run: UserRun) -> None:
         try:
-            await self._run_on_stop(user, self.load_test.planned[user.scenario_index])
+            await self._run_on_stop(run.user, run.planned)
         finally:
-            await user.close()
+            await run.user.close()

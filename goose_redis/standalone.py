@@ -13,23 +13,43 @@ from .metrics import Metrics
 from .output import LiveView, finish
 from .recorder import Recorder
 from .report.data import RunInfo, build_report, phases_of
-from .runner import Runner, RunOptions, launch_plan
+from .runner import Runner, RunOptions
 from .scenario import LoadTest
+from .shape import Shape, history
 from .signals import install_stop_handlers
 
 log = logging.getLogger("goose_redis")
 
 
-def scenario_users(load_test: LoadTest, user_indexes: list[int]) -> dict[int, int]:
+def scenario_users(load_test: LoadTest, users: int) -> dict[int, int]:
+    """Users per scenario when ``users`` run (user ``i`` runs ``scenario_for_user(i)``)."""
     counts: dict[int, int] = {}
-    for i in user_indexes:
+    for i in range(users):
         si = load_test.scenario_for_user(i)
         counts[si] = counts.get(si, 0) + 1
     return counts
 
 
+def shaping_info(config: Config, shape: Shape, until_s: float) -> dict[str, Any]:
+    """The RunInfo fields that describe the load's shape (shared with the Manager)."""
+    return {
+        "test_plan": config.test_plan_text,
+        "plan": history(shape, until_s),
+        "throttle_requests": shape.throttle,
+        "arrival_rate": config.arrival.text if config.arrival is not None else None,
+        "co_mitigation": config.co_mitigation,
+    }
+
+
+def hatch_rate_of(config: Config) -> float | None:
+    if config.test_plan is not None or config.arrival is not None:
+        return None
+    return 1.0 / config.hatch_interval_s if config.hatch_interval_s else None
+
+
 async def run_standalone(config: Config, load_test: LoadTest) -> int:
     metrics = Metrics()
+    shape = config.shape()
     with contextlib.ExitStack() as stack:
         request_log: IO[bytes] | None = None
         if config.request_log:
@@ -37,19 +57,16 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
             request_log = stack.enter_context(open(config.request_log, "wb"))  # noqa: ASYNC230
         start_at = time.time()
         recorder = Recorder(metrics, request_log, origin=start_at)
-        plan = launch_plan(load_test, config.users, config.hatch_interval_s)
         options = RunOptions(
             host=config.host,
             timeout_s=config.timeout_s,
             iterations=config.iterations,
-            run_time_s=config.run_time_s,
-            ramp_end_s=plan[-1].at_s if plan else 0.0,
-            reset_metrics=config.reset_metrics,
+            co_mitigation=config.co_mitigation,
         )
-        runner = Runner(load_test, plan, options, recorder)
+        runner = Runner(load_test, options, recorder, shape)
         install_stop_handlers(lambda signame: runner.stop(f"{signame} received"))
-        view = LiveView(config, options.ramp_end_s)
-        users_by_scenario = scenario_users(load_test, [launch.user_index for launch in plan])
+        view = LiveView(config, shape.end_s)
+        users_by_scenario = scenario_users(load_test, shape.peak)
 
         def info(now: float, measured_from: float) -> RunInfo:
             return RunInfo(
@@ -57,29 +74,29 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
                 started_at=start_at,
                 ended_at=now,
                 measured_from=measured_from,
-                users=config.users,
+                users=shape.peak,
                 host=config.host,
-                hatch_rate=1.0 / config.hatch_interval_s if config.hatch_interval_s else None,
+                hatch_rate=hatch_rate_of(config),
                 run_time_s=config.run_time_s,
                 iterations=config.iterations,
-                metrics_reset=config.reset_metrics and runner.ramp_done_at is not None,
+                metrics_reset=measured_from > start_at,
                 phases=phases_of(start_at, runner.ramp_done_at, runner.stopping_at, now),
                 scenario_users=users_by_scenario,
+                **shaping_info(config, runner.shape, now - start_at),
             )
 
         measured_from = start_at
 
-        def on_ramp_done() -> None:
+        def on_reset() -> None:
             nonlocal measured_from
-            if not config.reset_metrics:
-                return
             now = time.time()
             ramp = metrics.take_totals()
             if not config.quiet:
                 ramp_info = info(now, start_at)
                 ramp_info.phases = ramp_info.phases[:1]  # the ramp-up only: the rest has not happened
+                ramp_info.metrics_reset = False
                 view.show_tables(build_report(ramp, load_test, ramp_info), "=== RAMP-UP METRICS ===")
-                log.log(NOTICE, "all %d users launched: metrics reset", config.users)
+            log.log(NOTICE, "all %d users launched: metrics reset", runner.active)
             measured_from = now
 
         def show(now: float, tables: bool = True) -> None:
@@ -90,7 +107,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
 
             view.tick(
                 now,
-                users=runner.launched,
+                users=runner.active,
                 elapsed_s=now - start_at,
                 series=metrics.series,
                 requests=requests,
@@ -99,7 +116,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
             )
 
         try:
-            await runner.run(start_at, on_ramp_done, show)
+            await runner.run(start_at, on_reset, show)
             show(runner.ended_at or time.time(), tables=False)  # the final line left on screen; tables follow
         finally:
             view.close()

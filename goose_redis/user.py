@@ -22,6 +22,7 @@ from .scenario import Scenario
 
 if TYPE_CHECKING:
     from .recorder import Recorder
+    from .throttle import Throttle
 
 log = logging.getLogger("goose_redis.user")
 
@@ -125,6 +126,8 @@ class User:
         host: str,
         recorder: Recorder,
         timeout_s: float = 60.0,
+        throttle: Throttle | None = None,
+        track_slowest: bool = False,
     ) -> None:
         self.index = index
         self.scenario = scenario
@@ -136,6 +139,10 @@ class User:
         self._recorder = recorder
         self._pending: list[Response] = []
         self._session: aiohttp.ClientSession | None = None
+        self._throttle = throttle
+        # Coordinated-omission mitigation wants the slowest request of each pass.
+        self._track_slowest = track_slowest
+        self.slowest: Response | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -185,6 +192,9 @@ class User:
             kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
         elif data is not None:
             kwargs["data"] = data
+        throttle = self._throttle
+        if throttle is not None and throttle.rate is not None:
+            await throttle.acquire()  # the wait for a slot is not part of the response time
         started = time.time()
         t0 = time.perf_counter()
         try:
@@ -221,6 +231,8 @@ class User:
             resp._recorded = True
             failed |= not resp.success
             self._recorder.request(resp, self)
+            if self._track_slowest and (self.slowest is None or resp.elapsed_ms > self.slowest.elapsed_ms):
+                self.slowest = resp
         self._pending.clear()
         return failed
 

@@ -17,9 +17,9 @@ from goose_redis.config import build_config, redact_url
 from goose_redis.durations import format_duration, parse_duration
 from goose_redis.errors import InvalidOption
 from goose_redis.metrics import MAX_ERROR_TEXT, MAX_ERRORS_PER_ROW, OTHER_ERRORS, Metrics, RowStats, WireError
-from goose_redis.runner import launch_interval, launch_plan
 from goose_redis.scenario import LoadTest, filter_scenarios, plan_scenario, round_robin, scenario_slots
 from goose_redis.series import MAX_BUCKETS, Series
+from goose_redis.shape import Slot, simple
 from goose_redis.sketch import (
     MAX_KEY,
     MAX_WIRE_BINS,
@@ -242,19 +242,18 @@ def test_full_hash_covers_scenarios_filtered_out() -> None:
     assert filtered.hash() == LoadTest([a]).hash() != filtered.full_hash()
 
 
-def test_launch_plan_spreads_users_over_workers() -> None:
+def test_users_launch_at_the_hatch_rate_and_split_over_slots() -> None:
+    """User ``i`` starts at ``i / rate``; Worker ``k`` of ``n`` runs users ``k, k + n, ...``."""
+    shape = simple(5, 0.5, None)
+    t, times = -1.0, []
+    while (nxt := shape.next_change(t)) is not None:
+        times.append((round(nxt, 6), shape.users_at(nxt)))
+        t = nxt
+    assert times == [(0.0, 1), (0.5, 2), (1.0, 3), (1.5, 4), (2.0, 5)]
+    halves = [Slot.of(k, 2) for k in range(2)]
+    assert [[h.index(j) for j in range(h.count(5))] for h in halves] == [[0, 2, 4], [1, 3]]
     lt = LoadTest([Scenario("A", weight=2).register(tx("a")), Scenario("B").register(tx("b"))])
-    assert launch_interval(4, 2.0, None) == 0.5
-    assert launch_interval(5, None, 2.0) == 0.4
-    assert launch_interval(1, None, 2.0) == 0.0
-    whole = launch_plan(lt, 5, 0.5)
-    assert [(p.user_index, p.at_s, p.scenario_index) for p in whole] == [
-        (0, 0.0, 0), (1, 0.5, 1), (2, 1.0, 0), (3, 1.5, 0), (4, 2.0, 1),
-    ]  # fmt: skip
-    parts = [launch_plan(lt, 5, 0.5, w, 2) for w in range(2)]
-    assert [p.user_index for p in parts[0]] == [0, 2, 4]
-    assert [p.user_index for p in parts[1]] == [1, 3]
-    assert sorted(parts[0] + parts[1], key=lambda p: p.user_index) == whole
+    assert [lt.scenario_for_user(i) for i in range(5)] == [0, 1, 0, 0, 1]
 
 
 # ---------------------------------------------------------------------------- responses
@@ -668,7 +667,13 @@ def test_build_config_scenario_hosts_stand_in_for_host() -> None:
         ({"manager": True, "users": "2", "expect_workers": "3"}, [None], "--expect-workers", "larger"),
         ({"manager": True}, [None], "--expect-workers", "at least 1"),
         ({"worker": True, "host": None, "users": "3"}, [None], "--users", "Manager"),
-        ({"test_plan": "10,1m"}, [None], "--test-plan", "not supported"),
+        ({"test_plan": "10,1m", "users": "3"}, [None], "--test-plan", "together with --users"),
+        ({"test_plan": "10,1m;x"}, [None], "--test-plan", "USERS,TIME"),
+        ({"test_plan": "0,0s"}, [None], "--test-plan", "longer than 0 seconds"),
+        ({"arrival_rate": "nan"}, [None], "--arrival-rate", "greater than 0"),
+        ({"arrival_rate": "5", "hatch_rate": "2"}, [None], "--arrival-rate", "together with --hatch-rate"),
+        ({"throttle_requests": "inf"}, [None], "--throttle-requests", "greater than 0"),
+        ({"co_mitigation": "sometimes"}, [None], "--co-mitigation", "one of: disabled"),
         ({"gaggle": "a b"}, [None], "--gaggle", "letters, digits"),
         ({"redis_url": "http://r"}, [None], "--redis-url", "redis://"),
     ],

@@ -13,6 +13,7 @@ from typing import Any
 from .. import __version__
 from ..metrics import Metrics, RowStats
 from ..scenario import LoadTest
+from ..shape import Step
 from ..sketch import quantile
 
 SCHEMA_VERSION = 1
@@ -43,6 +44,13 @@ class RunInfo:
     phases: list[Phase] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
     scenario_users: dict[int, int] = field(default_factory=dict)
+    test_plan: str | None = None
+    plan: list[Step] = field(default_factory=list)  # times relative to started_at
+    throttle_requests: float | None = None
+    arrival_rate: str | None = None
+    co_mitigation: str = "disabled"
+    problems: list[str] = field(default_factory=list)  # why the totals are known incomplete
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def iso(ts: float) -> str:
@@ -77,6 +85,23 @@ def row_dict(name: str, row: RowStats, duration_s: float, *, with_status: bool =
     return d
 
 
+def co_dict(raw: RowStats, synthetic: RowStats | None) -> dict[str, Any]:
+    """Raw plus the coordinated-omission backfill, in the shape of a row's figures."""
+    corrected = RowStats()
+    corrected.merge(raw)
+    if synthetic is not None:
+        corrected.merge(synthetic)
+    d = row_dict("", corrected, 1.0)
+    return {
+        "count": corrected.count,
+        "synthetic": synthetic.count if synthetic is not None else 0,
+        "mean_ms": d["mean_ms"],
+        "max_ms": d["max_ms"],
+        "median_ms": d["median_ms"],
+        "percentiles_ms": d["percentiles_ms"],
+    }
+
+
 def _transaction_name(load_test: LoadTest, si: int, ti: int) -> tuple[str, str]:
     try:
         s = load_test.scenarios[si]
@@ -92,12 +117,22 @@ def _scenario_name(load_test: LoadTest, si: int) -> str:
 def build_report(metrics: Metrics, load_test: LoadTest, info: RunInfo) -> dict[str, Any]:
     duration = max(info.ended_at - info.measured_from, 1e-9)
     requests = []
+    co_on = info.co_mitigation != "disabled"
     for (method, name), row in sorted(metrics.requests.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         d = row_dict(name, row, duration, with_status=True)
         d["method"] = method
+        d["co"] = co_dict(row, metrics.co_requests.get((method, name))) if co_on else None
         requests.append(d)
-    aggregated = row_dict("Aggregated", metrics.aggregated(), duration, with_status=True)
+    total = metrics.aggregated()
+    aggregated = row_dict("Aggregated", total, duration, with_status=True)
     aggregated["method"] = ""
+    if co_on:
+        synthetic = RowStats()
+        for row in metrics.co_requests.values():
+            synthetic.merge(row)
+        aggregated["co"] = co_dict(total, synthetic)
+    else:
+        aggregated["co"] = None
     transactions = []
     for (si, ti), row in sorted(metrics.transactions.items()):
         scenario, tx = _transaction_name(load_test, si, ti)
@@ -138,6 +173,26 @@ def build_report(metrics: Metrics, load_test: LoadTest, info: RunInfo) -> dict[s
             {"name": p.name, "started_at": iso(p.started_at), "duration_s": round(p.ended_at - p.started_at, 3)}
             for p in info.phases
         ],
+        "test_plan": info.test_plan,
+        "plan": [
+            {
+                "step": n,
+                "action": step.action,
+                "from": step.start,
+                "to": step.end,
+                "t": round(step.at, 3),
+                "started_at": iso(info.started_at + step.at),
+                "ended_at": iso(info.started_at + step.until),
+                "duration_s": round(step.until - step.at, 3),
+            }
+            for n, step in enumerate(info.plan, start=1)
+        ],
+        "throttle_requests": info.throttle_requests,
+        "arrival_rate": info.arrival_rate,
+        "dropped_iterations": metrics.dropped_iterations,
+        "co_mitigation": info.co_mitigation,
+        "integrity": {"complete": not info.problems, "problems": list(info.problems)},
+        "events": list(info.events),
         "workers": info.workers,
         "scenarios": scenarios,
         "transactions": transactions,
