@@ -264,9 +264,12 @@ def test_two_workers_share_eight_users_and_the_counts_match_the_target(
     assert "gaggle 'default' on Redis" in log
     assert "each worker to start 4 users" in log
     assert "extra user" not in log
-    assert re.search(r"worker 1 connected from \S+ \(\S+\): 4 users", log), log
-    assert re.search(r"worker 2 connected from \S+ \(\S+\): 4 users", log), log
+    assert re.search(r"worker 1 of 2 connected from \S+ \(\S+\)", log), log
+    assert re.search(r"worker 2 of 2 connected from \S+ \(\S+\)", log), log
+    assert "sending 4 users to worker 1" in log and "sending 4 users to worker 2" in log
     assert "all 2 workers ready" in log
+    assert "gaggle distributed load test started" in log
+    assert "all workers have exited" in log and re.search(r"printing metrics after \d+ seconds", log)
     assert "stopping the gaggle: run time elapsed" in log
 
     indexes = sorted(worker_index(w) for w in workers)
@@ -366,8 +369,6 @@ def test_gaggle_hatch_rate_is_staggered_across_workers(gaggle: Gaggle, fresh_tar
     manager = gaggle.manager(fresh_target.url, 8, 2, "-r", "4", "--iterations", "1")
     workers = [gaggle.worker(), gaggle.worker()]
     finish(manager, workers)
-    for w in workers:
-        assert "launch interval 0.5s" in w.stderr.text()
 
     report = gaggle.report()
     pid_by_index = {s["index"]: pid_of(s) for s in report["workers"]}
@@ -402,7 +403,8 @@ def test_ctrl_c_on_a_worker_stops_the_whole_gaggle(gaggle: Gaggle, fresh_target:
     finish(manager, workers, timeout=30)
     assert time.monotonic() - started < 15, "stopping took too long"
     assert "asked the gaggle to stop: SIGINT on worker 1" in by_index[1].stderr.text()
-    assert "stopping the gaggle: SIGINT on worker 1 (asked by worker 1)" in manager.stderr.text()
+    assert "stopping the gaggle: SIGINT on worker 1\n" in manager.stderr.text() + "\n"
+    assert "asked by" not in manager.stderr.text()
     assert "=== PER REQUEST METRICS ===" in manager.stdout.text()
     report = gaggle.report()
     assert aggregated(report) == fresh_target.completed_total() == fresh_target.total()

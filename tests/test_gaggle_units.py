@@ -28,9 +28,9 @@ from goose_redis.gaggle.protocol import (
     decode,
 )
 from goose_redis.metrics import Metrics
-from goose_redis.runner import launch_plan
 from goose_redis.scenario import LoadTest, Scenario, Transaction
 from goose_redis.series import Series
+from goose_redis.shape import Slot, simple
 from goose_redis.sketch import quantile
 
 
@@ -54,30 +54,35 @@ def test_split_users_gives_the_first_workers_the_remainder(users: int, workers: 
     assert split_users(users, workers) == expected
 
 
-def test_split_users_matches_each_workers_launch_plan() -> None:
-    """The Manager's counts and the Workers' own launch plans must agree, or users go missing."""
+def test_split_users_matches_each_workers_slot() -> None:
+    """The Manager's counts and the Workers' own slots must agree, or users go missing."""
     lt = _load_test((3, 1))
     for workers in range(1, 7):
         for users in range(workers, 30):
             counts = split_users(users, workers)
             assert sum(counts) == users
             assert max(counts) - min(counts) <= 1
-            plans = [launch_plan(lt, users, 0.5, k, workers) for k in range(workers)]
-            assert [len(p) for p in plans] == counts
-            # Every gaggle user is launched exactly once, at its own gaggle-wide slot.
-            launched = sorted(launch.user_index for plan in plans for launch in plan)
-            assert launched == list(range(users))
-            for plan in plans:
-                for launch in plan:
-                    assert launch.at_s == pytest.approx(launch.user_index * 0.5)
-                    assert launch.scenario_index == lt.scenario_for_user(launch.user_index)
+            slots = [Slot.of(k, workers) for k in range(workers)]
+            assert [s.count(users) for s in slots] == counts
+            # Every gaggle user runs exactly once, on the Worker whose slot owns it.
+            held = sorted(s.index(j) for s in slots for j in range(s.count(users)))
+            assert held == list(range(users))
+            assert all(sum(s.owns(i) for s in slots) == 1 for i in range(users))
+            assert {lt.scenario_for_user(i) for i in range(users)} <= {0, 1}
 
 
-def test_staggered_plans_keep_the_gaggle_wide_rate() -> None:
+def test_staggered_slots_keep_the_gaggle_wide_rate() -> None:
     """2 Workers at -r 1: each launches every 2 s, offset by 1 s, so the gaggle launches 1/s."""
-    lt = _load_test()
-    w1 = [launch.at_s for launch in launch_plan(lt, 6, 1.0, 0, 2)]
-    w2 = [launch.at_s for launch in launch_plan(lt, 6, 1.0, 1, 2)]
+    shape = simple(6, 1.0, None)
+
+    def launches(slot: Slot) -> list[float]:
+        t, out = -1.0, []
+        while (nxt := shape.next_change(t, slot)) is not None:
+            out.append(round(nxt, 6))
+            t = nxt
+        return out
+
+    w1, w2 = launches(Slot.of(0, 2)), launches(Slot.of(1, 2))
     assert w1 == [0.0, 2.0, 4.0]
     assert w2 == [1.0, 3.0, 5.0]
     assert sorted(w1 + w2) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
@@ -149,7 +154,7 @@ def test_ledger_complete_needs_final_and_everything_before_it() -> None:
         b'"a string"',
         b"42",
         b"{}",
-        b'{"v": 2}',
+        b'{"v": 99}',
         b'{"v": "1"}',
         b'{"v": true}',
         orjson.dumps({"v": PROTOCOL_VERSION + 1, "run_id": "x", "at": 1.0}),
@@ -163,15 +168,15 @@ def test_decode_rejects_garbage_and_other_versions(raw: object) -> None:
 
 def test_decode_accepts_the_current_version() -> None:
     assert decode(orjson.dumps({"v": PROTOCOL_VERSION, "x": 1})) == {"v": PROTOCOL_VERSION, "x": 1}
-    assert decode('{"v": 1}') == {"v": 1}  # str as well as bytes
+    assert decode(f'{{"v": {PROTOCOL_VERSION}}}') == {"v": PROTOCOL_VERSION}  # str as well as bytes
 
 
 def test_messages_round_trip() -> None:
     reg = Registration("host-1-ab12", "host", 4242, "0123456789abcdef", 1700000000.5)
     assert Registration.from_bytes(reg.to_bytes()) == reg
-    a = Assignment("run1", 2, 3, 3, 8, 0.25, "http://127.0.0.1:8080", 60.0, None, True, "fast*")
+    a = Assignment("run1", 2, 3, 3, 8, "http://127.0.0.1:8080", 60.0, None, "fast*", "average")
     assert Assignment.from_bytes(a.to_bytes()) == a
-    refusal = Assignment("run1", 0, 0, 0, 0, 0.0, None, 0.0, None, False, None, refuse="full", clean=True)
+    refusal = Assignment("run1", 0, 0, 0, 0, None, 1.0, None, None, refuse="full", clean=True)
     assert Assignment.from_bytes(refusal.to_bytes()) == refusal
     stop = StopRequest("worker 1", "SIGINT on worker 1", 1700000001.0)
     assert StopRequest.from_bytes(stop.to_bytes()) == stop
@@ -181,7 +186,7 @@ def test_messages_round_trip() -> None:
 
 
 def test_optional_fields_take_their_defaults() -> None:
-    doc = orjson.loads(Assignment("r", 1, 1, 1, 1, 1.0, None, 60.0, 3, False, None).to_bytes())
+    doc = orjson.loads(Assignment("r", 1, 1, 1, 1, None, 60.0, 3, None).to_bytes())
     del doc["refuse"], doc["clean"]
     a = Assignment.from_bytes(orjson.dumps(doc))
     assert a.refuse is None and a.clean is True and a.iterations == 3
@@ -215,7 +220,7 @@ def test_missing_required_field_is_rejected() -> None:
 
 
 def test_optional_field_accepts_none_or_its_type_only() -> None:
-    doc = orjson.loads(Assignment("r", 1, 1, 1, 1, 1.0, None, 60.0, None, True, None).to_bytes())
+    doc = orjson.loads(Assignment("r", 1, 1, 1, 1, None, 60.0, None, None).to_bytes())
     doc["iterations"] = "3"
     with pytest.raises(ProtocolError):
         Assignment.from_bytes(orjson.dumps(doc))
@@ -437,7 +442,7 @@ def test_the_key_table_in_the_docs_matches_keys_py() -> None:
         ]
 
     code_rows = rows(keys_module.__doc__ or "")
-    assert len(code_rows) == 11
+    assert len(code_rows) >= 12
     doc = (Path(__file__).resolve().parents[1] / "docs" / "redis-keys.md").read_text()
     doc_rows = rows(doc)
     for row in code_rows:
@@ -453,6 +458,7 @@ def test_the_key_table_in_the_docs_matches_keys_py() -> None:
         k.heartbeat("{id}"),
         k.assign("{id}"),
         k.ready,
+        k.shape,
         k.stop,
         k.metrics,
         k.acks,

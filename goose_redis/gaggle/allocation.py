@@ -6,8 +6,8 @@ from __future__ import annotations
 def split_users(users: int, workers: int) -> list[int]:
     """Goose's rule: ``users // workers`` each, the first ``users % workers`` one more.
 
-    It matches ``runner.launch_plan``, where Worker ``k`` (0-based) launches
-    gaggle users ``k, k + workers, ...``.
+    It matches ``shape.Slot.of(k, workers)``: Worker ``k`` (0-based) runs gaggle users
+    ``k, k + workers, ...``.
     """
     base, extra = divmod(users, workers)
     return [base + (1 if k < extra else 0) for k in range(workers)]

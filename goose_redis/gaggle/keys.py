@@ -6,17 +6,21 @@ docs/redis-keys.md documents each key for ``redis-cli`` users; keep both in step
 
 | key                     | type    | writer  | TTL        | meaning                                           |
 |-------------------------|---------|---------|------------|---------------------------------------------------|
-| run                     | hash    | manager | none       | run id, state, config, start time, stop reason    |
+| run                     | hash    | manager | 1 h        | run id, state, config, start time, stop reason    |
+| shape                   | string  | manager | 1 h        | the load shape: users over time, slots, throttle  |
 | manager                 | string  | manager | 5 s        | manager heartbeat (JSON with run id and time)     |
 | workers                 | hash    | workers | none       | worker id -> registration JSON                    |
 | worker:{id}             | hash    | worker  | 1 h        | state, index, users, requests, failures, hb time  |
 | hb:{id}                 | string  | worker  | 5 s        | worker heartbeat: gone when the worker is         |
 | assign:{id}             | string  | manager | 1 h        | the worker's assignment or refusal (JSON)         |
-| ready                   | set     | workers | none       | the start barrier: ids of workers ready to go     |
+| ready                   | set     | workers | 1 h        | the start barrier: ids of workers ready to go     |
 | stop                    | string  | anyone  | 1 h        | a stop request (JSON: who, why); first one wins   |
-| metrics                 | stream  | workers | MAXLEN     | metric deltas, one per worker per interval        |
-| acks                    | hash    | manager | none       | worker id -> last metrics seq merged              |
-| control                 | channel | anyone  | -          | wake-ups: register, assign, start, exit           |
+| metrics                 | stream  | workers | 1 h        | metric deltas, one per worker per interval        |
+| acks                    | hash    | manager | 1 h        | worker id -> last metrics seq merged              |
+| control                 | channel | anyone  | -          | wake-ups: register, assign, start, shape, exit    |
+
+Every key of a run has a TTL that the live Manager keeps pushing forward, so a
+crashed Manager leaves nothing behind for longer than ``LONG_TTL_S``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ WAITING, RUNNING, STOPPING, DONE = "waiting", "running", "stopping", "done"
 
 # Control-channel words (pub/sub is a wake-up only: every decision lives in keys).
 WAKE_REGISTER, WAKE_ASSIGN, WAKE_START, WAKE_EXIT = b"register", b"assign", b"start", b"exit"
+WAKE_SHAPE = b"shape"
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,10 @@ class Keys:
         return f"{self.base}assign:{worker_id}"
 
     @property
+    def shape(self) -> str:
+        return self.base + "shape"
+
+    @property
     def ready(self) -> str:
         return self.base + "ready"
 
@@ -95,4 +104,4 @@ class Keys:
 
     def run_scoped(self) -> list[str]:
         """Keys a new Manager clears; ``workers`` stays, so early Workers are kept."""
-        return [self.run, self.ready, self.stop, self.metrics, self.acks]
+        return [self.run, self.shape, self.ready, self.stop, self.metrics, self.acks]

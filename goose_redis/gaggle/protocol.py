@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 import orjson
 
+from ..arrival import ArrivalPlan, RateSegment
 from ..metrics import Metrics, WireError
+from ..shape import MAX_PLAN_S, MAX_PLAN_USERS, Segment, Shape
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+MAX_WORKERS = 100_000
+MAX_SEGMENTS = 10_000
 
 
 class ProtocolError(ValueError):
@@ -42,12 +46,15 @@ def _check(value: Any, hint: Any) -> bool:
 class Message:
     """Base of the dataclass messages: ``to_bytes`` / ``from_bytes``."""
 
+    # Versions a reader accepts: a message whose shape did not change may be older.
+    VERSIONS: ClassVar[tuple[int, ...]] = (PROTOCOL_VERSION,)
+
     def to_bytes(self) -> bytes:
         return orjson.dumps({"v": PROTOCOL_VERSION, **dataclasses.asdict(self)})  # type: ignore[call-overload]
 
     @classmethod
     def from_bytes(cls: type[T], raw: object) -> T:
-        doc = decode(raw, cls.__name__)
+        doc = decode(raw, cls.__name__, cls.VERSIONS)  # type: ignore[attr-defined]
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -58,7 +65,15 @@ class Message:
             if not _check(doc[f.name], hints[f.name]):
                 raise ProtocolError(f"{cls.__name__}.{f.name} has the wrong type")
             values[f.name] = doc[f.name]
-        return cls(**values)
+        msg = cls(**values)
+        problem = msg.check()  # type: ignore[attr-defined]
+        if problem:
+            raise ProtocolError(f"{cls.__name__}: {problem}")
+        return msg
+
+    def check(self) -> str | None:
+        """Ranges, not only types: a reason when a well-typed message still makes no sense."""
+        return None
 
 
 def as_text(raw: object) -> str:
@@ -68,7 +83,7 @@ def as_text(raw: object) -> str:
     return "" if raw is None else str(raw)
 
 
-def decode(raw: object, what: str = "message") -> dict[str, Any]:
+def decode(raw: object, what: str = "message", versions: tuple[int, ...] = (PROTOCOL_VERSION,)) -> dict[str, Any]:
     if raw is None:
         raise ProtocolError(f"{what} is missing")
     try:
@@ -78,7 +93,7 @@ def decode(raw: object, what: str = "message") -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ProtocolError(f"{what} is not a JSON object")
     version = doc.get("v")
-    if type(version) is not int or version != PROTOCOL_VERSION:  # true == 1 and 1.0 == 1 in Python
+    if type(version) is not int or version not in versions:  # true == 1 and 1.0 == 1 in Python
         raise ProtocolError(f"{what} has protocol version {doc.get('v')!r}, expected {PROTOCOL_VERSION}")
     return doc
 
@@ -94,29 +109,136 @@ class Registration(Message):
 
 @dataclass(frozen=True)
 class Assignment(Message):
-    """A Worker's share: counts and schedule only, never user objects (Goose's
-    Manager hung serialising those)."""
+    """What a Worker needs besides the shape: never user objects (Goose's Manager hung
+    serialising those). Which users it runs, and when, follows from the shape."""
 
     run_id: str
     index: int  # 1-based worker number in the gaggle
-    workers: int
-    users: int  # users this worker launches
-    total_users: int
-    interval_s: float  # gaggle-wide seconds between two launches
+    workers: int  # the gaggle's expected Workers
+    users: int  # this Worker's users at the initial shape's peak (for the logs)
+    total_users: int  # the gaggle's users at that peak
     host: str | None
     timeout_s: float
     iterations: int | None
-    reset_metrics: bool
     scenarios: str | None
+    co_mitigation: str = "disabled"
     refuse: str | None = None  # set: the worker must exit, with this reason
     clean: bool = True  # a refusal that is not an error (gaggle full)
+
+    def check(self) -> str | None:
+        if self.refuse is not None:
+            return None
+        if not 1 <= self.index <= self.workers <= MAX_WORKERS:
+            return "index and workers must satisfy 1 <= index <= workers"
+        if not 0 <= self.users <= MAX_PLAN_USERS:
+            return "users out of range"
+        if not 0 < self.timeout_s <= MAX_PLAN_S:
+            return "timeout out of range"
+        if self.iterations is not None and self.iterations < 1:
+            return "iterations must be at least 1"
+        if self.co_mitigation not in ("disabled", "average", "minimum", "maximum"):
+            return "unknown co_mitigation"
+        return None
+
+
+def _segments(rows: list[Any], what: str, integer: bool) -> list[tuple[float, float, float, float, bool]]:
+    if len(rows) > MAX_SEGMENTS:
+        raise ProtocolError(f"too many {what} segments")
+    width = 5 if integer else 4
+    out = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == width and all(_check(x, float) for x in row)):
+            raise ProtocolError(f"a {what} segment is not {width} numbers")
+        at, start, end, over = (float(x) for x in row[:4])
+        at_once = bool(row[4]) if integer else False
+        if integer and row[4] not in (0, 1):
+            raise ProtocolError(f"a {what} segment's last field is not 0 or 1")
+        limit = MAX_PLAN_USERS if integer else 1_000_000.0
+        if not (0 <= at <= 2 * MAX_PLAN_S and 0 <= start <= limit and 0 <= end <= limit):
+            raise ProtocolError(f"a {what} segment is out of range")
+        if not (0 <= over <= 2 * MAX_PLAN_S or (over == -1 and not integer)):
+            raise ProtocolError(f"a {what} segment has an invalid length")
+        if integer and (start != int(start) or end != int(end)):
+            raise ProtocolError(f"a {what} segment has a fractional user count")
+        out.append((at, start, end, over, at_once))
+    return out
+
+
+@dataclass(frozen=True)
+class ShapeMessage(Message):
+    """The gaggle's load shape: users over run time, who holds which slot, the throttle and the
+    arrival rate. Times are seconds after ``started_at`` (the gaggle clock), so a Worker that
+    reads it late, or again after a reconnect, lands on the current step. ``epoch`` grows with
+    every change."""
+
+    run_id: str
+    epoch: int
+    started_at: float | None
+    segments: list  # [[at, start, end, over, at_once (0/1)], ...]
+    end_s: float | None
+    reset_s: float | None
+    hatch_rate: float
+    throttle: float | None
+    arrival: list | None  # [[at, start rate, end rate, over (-1: open-ended)]]
+    workers: list  # Worker ids in slot order
+    arrival_text: str = ""  # the --arrival-rate text, for reports
+
+    def check(self) -> str | None:
+        try:
+            _segments(self.segments, "user", True)
+            if self.arrival is not None:
+                _segments(self.arrival, "rate", False)
+        except ProtocolError as exc:
+            return str(exc)
+        if self.epoch < 0 or not 0 < self.hatch_rate <= 1e9:
+            return "epoch or hatch rate out of range"
+        if self.throttle is not None and not 0 < self.throttle <= 1e9:
+            return "throttle out of range"
+        if len(self.workers) > MAX_WORKERS or not all(isinstance(w, str) and w for w in self.workers):
+            return "workers must be a list of ids"
+        if len(set(self.workers)) != len(self.workers):
+            return "a worker holds two slots"
+        for value in (self.end_s, self.reset_s):
+            if value is not None and not 0 <= value <= 2 * MAX_PLAN_S:
+                return "end or reset time out of range"
+        return None
+
+    @classmethod
+    def of(cls, run_id: str, epoch: int, started_at: float | None, shape: Shape, workers: list[str]) -> ShapeMessage:
+        arrival = None
+        if shape.arrival is not None:
+            arrival = [[r.at, r.start, r.end, -1 if r.over == float("inf") else r.over] for r in shape.arrival.segments]
+        return cls(
+            run_id, epoch, started_at,
+            [[s.at, s.start, s.end, s.over, int(s.at_once)] for s in shape.segments],
+            shape.end_s, shape.reset_s, shape.hatch_rate, shape.throttle, arrival, list(workers),
+            shape.arrival.text if shape.arrival is not None else "",
+        )  # fmt: skip
+
+    def shape(self) -> Shape:
+        arrival = None
+        if self.arrival is not None:
+            rates = _segments(self.arrival, "rate", False)
+            segs = tuple(RateSegment(a, s, e, float("inf") if o == -1 else o) for a, s, e, o, _ in rates)
+            arrival = ArrivalPlan(segs, self.arrival_text)
+        segments = tuple(Segment(a, int(s), int(e), o, f) for a, s, e, o, f in _segments(self.segments, "user", True))
+        return Shape(segments, self.end_s, self.reset_s, self.hatch_rate, self.throttle, arrival)
 
 
 @dataclass(frozen=True)
 class StopRequest(Message):
-    by: str  # "manager" or "worker N"
+    by: str  # "manager", "worker N", or whoever wrote it with redis-cli
     reason: str
     at: float
+
+    VERSIONS: ClassVar[tuple[int, ...]] = (1, PROTOCOL_VERSION)  # unchanged since 1: redis-cli recipes keep working
+
+    def describe(self) -> str:
+        """The stop reason as logs show it: who asked, unless the reason already says."""
+        return self.reason if self.by in self.reason else f"{self.reason} (asked by {self.by})"
+
+    def check(self) -> str | None:
+        return None if len(self.reason) <= 1000 and len(self.by) <= 200 else "too long"
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,19 @@
 """A Gaggle Worker: the local engine plus a Redis adapter.
 
 Register, heartbeat, take an assignment, wait at the barrier, start at the
-gaggle's shared start time, push metric deltas into the stream until they
-are acknowledged, and stop on EXIT (or ask the gaggle to stop on Ctrl-C).
+gaggle's shared start time, follow the shape the Manager publishes (its users
+move with the gaggle's), push metric deltas until they are acknowledged
+(``outbox``), and stop on EXIT (or ask the gaggle to stop on Ctrl-C).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
 from typing import IO, Any
 
 from redis.exceptions import RedisError
@@ -23,32 +22,26 @@ from ..config import Config
 from ..logs import NOTICE, set_prefix
 from ..metrics import Metrics
 from ..recorder import Recorder
-from ..runner import Runner, RunOptions, launch_plan
+from ..runner import Runner, RunOptions
 from ..scenario import LoadTest, filter_scenarios
+from ..shape import IDLE, Slot
 from ..signals import install_stop_handlers
 from . import keys as K
-from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked, shift_series
-from .protocol import Assignment, ManagerBeat, MetricsEntry, ProtocolError, Registration, StopRequest
+from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked
+from .outbox import Outbox
+from .protocol import Assignment, ManagerBeat, ProtocolError, Registration, ShapeMessage, StopRequest
+from .silence import Silence
 
 log = logging.getLogger("goose_redis.gaggle.worker")
 
-# Re-send unacknowledged deltas when the Manager has not acknowledged them for
-# this long (for example Redis restarted and lost the stream).
-RESEND_AFTER_S = 5.0
 EXIT_OK, EXIT_ERROR = 0, 1
-
-
-@dataclass
-class Pending:
-    seq: int
-    fields: dict[Any, Any]
-    sent_at: float = 0.0  # monotonic; 0 = not sent yet
 
 
 class Worker:
     def __init__(self, config: Config, load_test: LoadTest, link: RedisLink) -> None:
         self.config = config
         self.full_test = load_test
+        self.load_test = load_test
         self.link = link
         self.keys = K.Keys(config.gaggle)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -57,37 +50,41 @@ class Worker:
         self.assignment: Assignment | None = None
         self.runner: Runner | None = None
         self.metrics = Metrics()
+        self.outbox = Outbox(link, self.keys, self.id, self.metrics)
         self.in_ramp = True
-        self.seq = 0
-        self.pending: list[Pending] = []
-        self.sent_requests = 0
-        self.sent_failures = 0
-        self.acked = 0
         self.stop_reason: str | None = None
-        self.manager_seen: float | None = None  # monotonic
+        self.manager_silence = Silence(cap_s=2 * K.HEARTBEAT_S)
+        self.manager_seen = False
         self.manager_gone = False
         self.wake = Wakeup(link, self.keys.control)
         self.local_stop = asyncio.Event()
-        self.bad_stop_logged = False
+        self.bad_logged: set[str] = set()
         self.request_log: IO[bytes] | None = None
+        self.shape_epoch = -1
+        self.start_at = 0.0
+        self._tell_task: asyncio.Task[None] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"worker {self.assignment.index}" if self.assignment else "a worker"
 
     # -- Redis writes -----------------------------------------------------
 
     def registration(self) -> bytes:
         return Registration(self.id, self.host, os.getpid(), self.full_test.full_hash(), self.link.now()).to_bytes()
 
-    async def beat(self) -> None:
+    async def beat(self) -> bool:
         """Heartbeat, and re-assert every fact this Worker owns (a restarted Redis forgets them)."""
         k = self.keys
-        live_requests, live_failures = self.metrics.total_requests()
+        requests, failures = self.outbox.totals()
         fields: dict[Any, Any] = {
             "state": self.state,
             "host": self.host,
             "pid": os.getpid(),
             "index": self.assignment.index if self.assignment else 0,
             "users": self.runner.active if self.runner else 0,
-            "requests": self.sent_requests + live_requests,
-            "failures": self.sent_failures + live_failures,
+            "requests": requests,
+            "failures": failures,
             "hb": self.link.now(),
         }
         async with self.link.client.pipeline(transaction=False) as p:
@@ -100,63 +97,29 @@ class Worker:
                 p.sadd(k.ready, self.id)
             p.hget(k.acks, self.id)
             p.get(k.manager)
-            res = await p.execute()
-        self._on_ack(res[-2])
-        self._on_manager_beat(res[-1])
-
-    def _on_ack(self, raw: object) -> None:
-        try:
-            acked = int(raw) if raw is not None else 0  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            log.warning("ignoring a malformed acknowledgement %r", raw)
-            return
-        if acked > self.acked:
-            self.acked = acked
-            self.pending = [p for p in self.pending if p.seq > acked]
+            res = await p.execute(raise_on_error=False)
+        ack, beat = res[-2], res[-1]
+        self.outbox.on_ack(None if isinstance(ack, Exception) else ack)
+        self._on_manager_beat(None if isinstance(beat, Exception) else beat)
+        return True
 
     def _on_manager_beat(self, raw: object) -> None:
-        if raw is None:
-            return
-        try:
-            beat = ManagerBeat.from_bytes(raw)
-        except ProtocolError as exc:
-            log.warning("ignoring a malformed manager heartbeat: %s", exc)
-            return
-        if self.assignment is None or beat.run_id == self.assignment.run_id:
-            self.manager_seen = time.monotonic()
+        value = None
+        if raw is not None:
+            try:
+                beat = ManagerBeat.from_bytes(raw)
+            except ProtocolError as exc:
+                self._warn_once("beat", "ignoring a malformed manager heartbeat: %s", exc)
+            else:
+                if self.assignment is None or beat.run_id == self.assignment.run_id:
+                    value = beat.at
+                    self.manager_seen = True
+        self.manager_silence.observe(value, time.monotonic())
 
-    async def send_pending(self) -> None:
-        now = time.monotonic()
-        if self.pending and self.pending[0].sent_at and now - self.pending[0].sent_at > RESEND_AFTER_S:
-            log.info("metrics up to seq %d not acknowledged; re-sending %d deltas", self.acked, len(self.pending))
-            for p in self.pending:
-                p.sent_at = 0.0
-        for p in self.pending:
-            if p.sent_at:
-                continue
-            add = functools.partial(
-                self.link.client.xadd, self.keys.metrics, p.fields, maxlen=K.STREAM_MAXLEN, approximate=True
-            )
-            if await self.link.attempt("sending metrics", add) is None:
-                return  # keep it; the next round retries
-            p.sent_at = time.monotonic()
-
-    def enqueue(self, final: bool = False) -> None:
-        """Cut a delta now (cheap, no I/O); sending happens in the flush loop."""
-        assert self.assignment is not None
-        delta = self.metrics.take()
-        n, f = delta.total_requests()
-        if delta.is_empty() and not final:
-            return
-        delta.series = shift_series(delta.series, self.link.skew_s)  # our clock -> the gaggle's
-        self.sent_requests += n
-        self.sent_failures += f
-        self.seq += 1
-        phase = "ramp" if self.in_ramp and self.assignment.reset_metrics else "steady"
-        entry = MetricsEntry(
-            self.assignment.run_id, self.id, self.seq, phase, final, self.sent_requests, self.sent_failures, delta
-        )
-        self.pending.append(Pending(self.seq, entry.to_fields()))
+    def _warn_once(self, what: str, msg: str, *args: Any) -> None:
+        if what not in self.bad_logged:  # junk stays where it is: say so once, not every poll
+            self.bad_logged.add(what)
+            log.warning(msg, *args)
 
     # -- phases -----------------------------------------------------------
 
@@ -181,6 +144,8 @@ class Worker:
             return EXIT_ERROR
         finally:
             await cancel_and_wait(beat_task)
+            if self._tell_task is not None:
+                await asyncio.wait([self._tell_task], timeout=3.0)
             await self.wake.stop()
             await self._unregister()
             if self.request_log is not None:
@@ -202,7 +167,7 @@ class Worker:
                 p.delete(self.keys.heartbeat(self.id))
                 p.srem(self.keys.ready, self.id)
                 p.hset(self.keys.worker(self.id), "state", self.state)
-                await p.execute()
+                await p.execute(raise_on_error=False)
 
         try:
             await asyncio.wait_for(self.link.attempt("unregistering", drop), 3.0)
@@ -210,16 +175,20 @@ class Worker:
             pass
 
     def _on_signal(self, signame: str) -> None:
-        self.stop_reason = f"{signame} on worker {self.assignment.index if self.assignment else '?'}"
+        self.stop_reason = f"{signame} on {self.label}"
         self.local_stop.set()
         if self.runner is not None:
             self.runner.stop(self.stop_reason)
+            # Tell the gaggle now, before our own drain: a second Ctrl-C may end us at any moment.
+            if self._tell_task is None and not self.manager_gone:
+                self._tell_task = asyncio.get_running_loop().create_task(self._request_stop(self.stop_reason))
         self.wake.event.set()
 
     async def _beat_loop(self) -> None:
         while True:
             try:
-                await self.link.attempt("sending a heartbeat", self.beat)
+                if await self.link.attempt("sending a heartbeat", self.beat) is None and not self.link.up:
+                    self.manager_silence.blind()  # Redis did not answer: nobody's silence
             except RedisGone:
                 if self.runner is not None:
                     self.runner.stop("Redis is gone")
@@ -236,7 +205,7 @@ class Worker:
         try:
             return Assignment.from_bytes(raw)
         except ProtocolError as exc:
-            log.warning("ignoring a malformed assignment: %s", exc)
+            self._warn_once("assign", "ignoring a malformed assignment: %s", exc)
             return None
 
     async def _wait_for_assignment(self) -> int | None:
@@ -251,64 +220,58 @@ class Worker:
                         return EXIT_OK
                     log.error("refused by the manager: %s", a.refuse)
                     return EXIT_ERROR
-                return self._accept(a)
-            if not waiting_logged and time.monotonic() - started > 3.0 and self.manager_seen is None:
+                self._accept(a)
+                return None
+            if not waiting_logged and time.monotonic() - started > 3.0 and not self.manager_seen:
                 log.log(NOTICE, "no manager in gaggle %r yet; waiting for it", self.config.gaggle)
                 waiting_logged = True
             await self.wake.wait(K.POLL_S)
         return EXIT_OK
 
-    def _accept(self, a: Assignment) -> int | None:
+    def _accept(self, a: Assignment) -> None:
         self.assignment = a
         set_prefix(f"[{a.index}] ")
         chosen = filter_scenarios(self.full_test.all_scenarios, a.scenarios)
         self.load_test = LoadTest(chosen, self.full_test.all_scenarios)
-        plan = launch_plan(self.load_test, a.total_users, a.interval_s, a.index - 1, a.workers)
-        ramp_end = (a.total_users - 1) * a.interval_s
-        options = RunOptions(
-            host=a.host,
-            timeout_s=a.timeout_s,
-            iterations=a.iterations,
-            run_time_s=None,  # the Manager ends the run
-            ramp_end_s=ramp_end,
-            reset_metrics=a.reset_metrics,
-            source=self.id,
-        )
-        if self.config.request_log:  # each Worker keeps its own request log, on its own host
-            self.request_log = open(self.config.request_log, "wb")  # noqa: SIM115 - closed in run()
-        self.runner = Runner(self.load_test, plan, options, Recorder(self.metrics, self.request_log))
-        self.manager_seen = time.monotonic()
-        log.info(
-            "worker %d connected: %d of %d users (every %d. user, launch interval %.3gs)",
-            a.index,
-            len(plan),
-            a.total_users,
-            a.workers,
-            a.interval_s * a.workers,
-        )
+        self.manager_silence.reset()
+        log.info("worker %d connected: %d of %d users (worker %d of %d)", a.index, a.users, a.total_users, a.index,
+                 a.workers)  # fmt: skip
+        log.info("%d users initialized; waiting for the go-ahead", a.users)
         self.state = "ready"
-        log.info("%d users initialized; waiting for the go-ahead", len(plan))
-        return None
 
     def _manager_missing(self) -> bool:
-        if self.manager_seen is None:
-            return False
-        if not self.link.up:
-            # Nobody's heartbeat can be seen while Redis is away: the grace starts again
-            # when it is back, so a restart longer than the grace is not a lost Manager.
-            self.manager_seen = time.monotonic()
-            return False
-        gone = time.monotonic() - self.manager_seen > self.config.manager_grace_s
+        """The Manager's heartbeat has not changed for the grace period, counting only
+        time we could watch it (our own stalls and Redis's do not count)."""
+        gone = self.manager_silence.quiet_s > self.config.manager_grace_s
         if gone and not self.manager_gone:
             self.manager_gone = True
-            log.error("manager went away (no heartbeat for %.0fs); stopping", self.config.manager_grace_s)
+            log.error("manager went away (no heartbeat for %.0fs); stopping", self.manager_silence.quiet_s)
         return gone
 
     async def _read_run(self) -> dict[Any, Any] | None:
-        return await self.link.attempt("reading the run state", lambda: self.link.client.hgetall(self.keys.run))
+        run = await self.link.attempt("reading the run state", lambda: self.link.client.hgetall(self.keys.run))
+        return run if isinstance(run, dict) else None
+
+    async def _read_shape(self) -> ShapeMessage | None:
+        raw = await self.link.attempt("reading the shape", lambda: self.link.client.get(self.keys.shape))
+        if raw is None:
+            return None
+        try:
+            msg = ShapeMessage.from_bytes(raw)
+        except ProtocolError as exc:
+            self._warn_once("shape", "ignoring a malformed shape: %s", exc)
+            return None
+        assert self.assignment is not None
+        return msg if msg.run_id == self.assignment.run_id else None
+
+    def _slot_of(self, msg: ShapeMessage) -> Slot:
+        try:
+            return Slot.of(msg.workers.index(self.id), len(msg.workers))
+        except ValueError:
+            return IDLE  # the Manager gave our users to others (it thought us lost): run none
 
     async def _wait_for_start(self) -> int | None:
-        assert self.assignment is not None and self.runner is not None
+        assert self.assignment is not None
         await self.link.attempt("joining the barrier", lambda: self.link.client.sadd(self.keys.ready, self.id))
         await self.link.attempt(
             "waking the manager", lambda: self.link.client.publish(self.keys.control, K.WAKE_REGISTER)
@@ -317,14 +280,13 @@ class Worker:
             if self._manager_missing():
                 return EXIT_ERROR
             run = await self._read_run()
-            if run and run.get(b"run_id", b"").decode() == self.assignment.run_id:
-                state = run.get(b"state", b"").decode()
+            if run and run.get(b"run_id", b"").decode(errors="replace") == self.assignment.run_id:
+                state = run.get(b"state", b"").decode(errors="replace")
                 if state == K.RUNNING:
-                    try:
-                        self.start_at = float(run[b"started_at"])
-                    except (KeyError, ValueError):
-                        log.warning("ignoring a run state without a valid started_at")
-                    else:
+                    msg = await self._read_shape()
+                    if msg is not None and msg.started_at is not None:
+                        self.start_at = msg.started_at
+                        self._make_runner(msg)
                         return None
                 elif state in (K.STOPPING, K.DONE):
                     log.log(NOTICE, "the run stopped before it started")
@@ -332,38 +294,66 @@ class Worker:
             await self.wake.wait(K.POLL_S / 2)
         return EXIT_OK
 
+    def _make_runner(self, msg: ShapeMessage) -> None:
+        a = self.assignment
+        assert a is not None
+        options = RunOptions(host=a.host, timeout_s=a.timeout_s, iterations=a.iterations, source=self.id,
+                             own_end=False, co_mitigation=a.co_mitigation)  # fmt: skip
+        if self.config.request_log:  # each Worker keeps its own request log, on its own host
+            self.request_log = open(self.config.request_log, "wb")  # noqa: SIM115 - closed in run()
+        self.runner = Runner(self.load_test, options, Recorder(self.metrics, self.request_log), msg.shape(),
+                             self._slot_of(msg))  # fmt: skip
+        self.shape_epoch = msg.epoch
+
+    async def _follow_shape(self) -> None:
+        msg = await self._read_shape()
+        if msg is None or msg.epoch <= self.shape_epoch or self.runner is None:
+            return
+        self.shape_epoch = msg.epoch
+        slot = self._slot_of(msg)
+        shape = msg.shape()
+        self.runner.set_shape(shape, slot)
+        log.info("the shape changed (epoch %d): %d of %d users are ours now", msg.epoch,
+                 slot.count(shape.users_at(self.runner.elapsed())), shape.users_at(self.runner.elapsed()))  # fmt: skip
+
     async def _run_load(self) -> int:
         assert self.assignment is not None and self.runner is not None
         runner = self.runner
+        run_id = self.assignment.run_id
         self.state = "running"
         local_start = self.link.local(self.start_at)
-        self.runner.recorder.origin = local_start
+        runner.recorder.origin = local_start
         log.info("go-ahead received: starting at %s", time.strftime("%H:%M:%S", time.localtime(local_start)))
 
-        def on_ramp_done() -> None:
-            self.enqueue()
+        def on_reset() -> None:
+            self.outbox.cut(run_id, "ramp")
             self.in_ramp = False
 
-        run_task = asyncio.create_task(runner.run(local_start, on_ramp_done))
+        run_task = asyncio.create_task(runner.run(local_start, on_reset))
         watch_task = asyncio.create_task(self._watch(runner))
-        flush_task = asyncio.create_task(self._flush_loop())
+        flush_task = asyncio.create_task(self._flush_loop(run_id))
         try:
             await run_task
         finally:
             await cancel_and_wait(watch_task, flush_task)
         self.state = "stopping"
-        if self.stop_reason and not self.manager_gone:
+        if self.stop_reason and not self.manager_gone and self._tell_task is None:
             await self._request_stop(self.stop_reason)
-        self.enqueue(final=True)
-        log.info("final metrics: %d requests, %d failures (seq %d)", self.sent_requests, self.sent_failures, self.seq)
+        self.outbox.cut(run_id, self._phase(), final=True)
+        out = self.outbox
+        log.info("final metrics: %d requests, %d failures (seq %d)", out.sent_requests, out.sent_failures, out.seq)
         delivered = await self._deliver_final()
         self.state = "done"
         if self.manager_gone:
             return EXIT_ERROR
         return EXIT_OK if delivered else EXIT_ERROR
 
+    def _phase(self) -> str:
+        shape = self.runner.shape if self.runner else None
+        return "ramp" if self.in_ramp and shape is not None and shape.reset_s is not None else "steady"
+
     async def _request_stop(self, reason: str) -> None:
-        msg = StopRequest(f"worker {self.assignment.index if self.assignment else '?'}", reason, self.link.now())
+        msg = StopRequest(self.label, reason, self.link.now())
 
         async def tell() -> None:
             c = self.link.client
@@ -378,16 +368,17 @@ class Worker:
         log.log(NOTICE, "asked the gaggle to stop: %s", reason)
 
     async def _watch(self, runner: Runner) -> None:
-        """Stop on EXIT (the run state, or a stop request from anyone), or a lost Manager."""
+        """Follow the shape; stop on EXIT (the run state, or a stop request from anyone), or a lost Manager."""
         assert self.assignment is not None
         while not runner.stop_event.is_set():
             await self.wake.wait(K.POLL_S)
             if self._manager_missing():
                 runner.stop("manager went away")
                 return
+            await self._follow_shape()
             run = await self._read_run()
-            if run and run.get(b"state", b"").decode() in (K.STOPPING, K.DONE):
-                reason = run.get(b"stop_reason", b"").decode() or "the manager"
+            if run and run.get(b"state", b"").decode(errors="replace") in (K.STOPPING, K.DONE):
+                reason = run.get(b"stop_reason", b"").decode(errors="replace") or "the manager"
                 log.log(NOTICE, "received EXIT (%s)", reason)
                 runner.stop(f"EXIT: {reason}")
                 return
@@ -396,30 +387,28 @@ class Worker:
                 try:
                     req = StopRequest.from_bytes(stop_raw)
                 except ProtocolError as exc:
-                    if not self.bad_stop_logged:  # it stays there: say so once, not every poll
-                        self.bad_stop_logged = True
-                        log.warning("ignoring a malformed stop request: %s", exc)
+                    self._warn_once("stop", "ignoring a malformed stop request: %s", exc)
                 else:
-                    log.log(NOTICE, "received EXIT (%s: %s)", req.by, req.reason)
-                    runner.stop(f"EXIT from {req.by}")
+                    log.log(NOTICE, "received EXIT (%s)", req.describe())
+                    runner.stop(f"EXIT: {req.describe()}")
                     return
 
-    async def _flush_loop(self) -> None:
+    async def _flush_loop(self, run_id: str) -> None:
         while True:
             await asyncio.sleep(K.METRICS_INTERVAL_S)
-            self.enqueue()
-            await self.send_pending()
+            self.outbox.cut(run_id, self._phase())
+            await self.outbox.send()
 
     async def _deliver_final(self) -> bool:
         """Send until the Manager acknowledged the final delta (bounded)."""
         deadline = time.monotonic() + self.config.final_wait_s
-        while self.pending and time.monotonic() < deadline:
-            await self.send_pending()
+        while self.outbox.pending and time.monotonic() < deadline:
+            await self.outbox.send()
             if self._manager_missing():
                 return False
             await asyncio.sleep(0.1)
             await self.link.attempt("waiting for acknowledgement", self.beat)
-        if self.pending:
+        if self.outbox.pending:
             log.error("the manager did not acknowledge the final metrics in %.0fs", self.config.final_wait_s)
             return False
         return True

@@ -1,0 +1,91 @@
+"""A Worker's metric deltas on their way to the Manager: at least once, in order.
+
+A delta is cut from the live metrics (cheap, no I/O), kept until the Manager
+acknowledges a watermark covering it, and sent again when no acknowledgement came
+for a while (a restarted Redis loses unread stream entries; a restarted Manager
+reads everything again). The Manager's ledger merges each (worker, seq) once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..metrics import Metrics
+from . import keys as K
+from .link import RedisLink, shift_series
+from .protocol import MetricsEntry
+
+log = logging.getLogger("goose_redis.gaggle.worker")
+
+# Re-send unacknowledged deltas when the Manager has not acknowledged them for
+# this long (for example Redis restarted and lost the stream).
+RESEND_AFTER_S = 5.0
+
+
+@dataclass
+class Pending:
+    seq: int
+    fields: dict[Any, Any]
+    sent_at: float = 0.0  # monotonic; 0 = not sent yet
+
+
+class Outbox:
+    def __init__(self, link: RedisLink, keys: K.Keys, worker_id: str, metrics: Metrics) -> None:
+        self.link = link
+        self.keys = keys
+        self.worker_id = worker_id
+        self.metrics = metrics
+        self.pending: list[Pending] = []
+        self.seq = 0
+        self.acked = 0
+        self.sent_requests = 0
+        self.sent_failures = 0
+
+    def totals(self) -> tuple[int, int]:
+        """Requests and failures so far, sent or not."""
+        live_requests, live_failures = self.metrics.total_requests()
+        return self.sent_requests + live_requests, self.sent_failures + live_failures
+
+    def cut(self, run_id: str, phase: str, final: bool = False) -> None:
+        """Cut a delta now (cheap, no I/O); ``send`` delivers it."""
+        delta = self.metrics.take()
+        if delta.is_empty() and not final:
+            return
+        n, f = delta.total_requests()
+        delta.series = shift_series(delta.series, self.link.skew_s)  # our clock -> the gaggle's
+        self.sent_requests += n
+        self.sent_failures += f
+        self.seq += 1
+        entry = MetricsEntry(run_id, self.worker_id, self.seq, phase, final, self.sent_requests,
+                             self.sent_failures, delta)  # fmt: skip
+        self.pending.append(Pending(self.seq, entry.to_fields()))
+
+    def on_ack(self, raw: object) -> None:
+        try:
+            acked = int(raw) if raw is not None else 0  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            log.warning("ignoring a malformed acknowledgement %r", raw)
+            return
+        if acked > self.acked:
+            self.acked = acked
+            self.pending = [p for p in self.pending if p.seq > acked]
+
+    async def send(self) -> None:
+        now = time.monotonic()
+        if self.pending and self.pending[0].sent_at and now - self.pending[0].sent_at > RESEND_AFTER_S:
+            log.info("metrics up to seq %d not acknowledged; re-sending %d deltas", self.acked, len(self.pending))
+            for p in self.pending:
+                p.sent_at = 0.0
+        for p in self.pending:
+            if p.sent_at:
+                continue
+            add = functools.partial(
+                self.link.client.xadd, self.keys.metrics, p.fields, maxlen=K.STREAM_MAXLEN, approximate=True
+            )
+            if await self.link.attempt("sending metrics", add) is None:
+                return  # keep it; the next round retries
+            p.sent_at = time.monotonic()
