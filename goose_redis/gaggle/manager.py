@@ -25,6 +25,7 @@ from ..report.data import RunInfo, build_report, phases_of
 from ..scenario import LoadTest
 from ..signals import install_stop_handlers
 from ..standalone import scenario_users
+from ..thresholds import watch_for
 from . import keys as K
 from .allocation import describe_split, split_users
 from .ledger import WorkerLedger
@@ -98,6 +99,7 @@ class Manager:
         self.wake = Wakeup(link, self.keys.control)
         self.ramp_end_s = (config.users - 1) * config.hatch_interval_s
         self.fatal: Exception | None = None
+        self.watch = watch_for(config)  # --threshold-abort
 
     # -- stopping -----------------------------------------------------------
 
@@ -422,9 +424,9 @@ class Manager:
         ramp, final = self.reports(time.time())
         if ramp is not None and not c.quiet:
             print_tables(ramp, "=== RAMP-UP METRICS ===")
-        finish(final, c)
+        code = finish(final, c, aborted=self.watch.fired if self.watch else None)
         await self.link.attempt("closing the run", self.close_run)
-        return 0
+        return code
 
     def marks(self, now: float) -> tuple[float, float | None, float | None, bool]:
         """(start, ramp done, stopping, metrics reset in effect) in local time at ``now``."""
@@ -490,6 +492,11 @@ class Manager:
             if end_at is not None and self.link.now() >= end_at:
                 self.request_stop("run time elapsed")
             self.tick(view)
+            if self.watch is not None and not self.stop_event.is_set():  # --threshold-abort
+                now = time.time()
+                live = lambda t=now: build_report(self.measured(self.marks(t)[3]), self.load_test, self.info(t))  # noqa: E731
+                if reason := self.watch.poll(now, live):
+                    self.request_stop(reason)
 
     def tick(self, view: LiveView, tables: bool = True) -> None:
         assert self.started_at is not None
