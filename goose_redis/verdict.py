@@ -12,7 +12,7 @@ from typing import Any
 from .thresholds import Threshold, describe_failure, evaluate
 
 EXIT_PASSED = 0  # the run passed (and every threshold, if any)
-EXIT_ERROR = 1  # the run could not go on (Redis gone past its deadline, a load-test file that fails to import)
+EXIT_ERROR = 1  # the run could not go on (Redis gone past its deadline, another Manager on the gaggle)
 EXIT_INVALID = 2  # an invalid option, before anything started; compare: unreadable input
 EXIT_INCOMPLETE = 3  # the run finished, but its merged totals are known incomplete (and no threshold was given)
 EXIT_FAILED = 99  # a threshold failed (as k6), or incomplete totals with thresholds; compare: a regression

@@ -5,7 +5,7 @@ Workers over a real redis-server), and ``goose-redis compare`` on the reports th
 The delay only ever makes a request slower, so every limit here is on the side a loaded
 machine cannot cross: "p95 < 50" fails against a 60 ms target however slow the machine is.
 
-Wall time: four standalone runs of about 2 s, three gaggles, a dozen quick CLI calls; ~40 s.
+Wall time: four standalone runs of about 2 s, three gaggles, a few dozen quick CLI calls: about 30 s.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from support import CountingTarget, ProcessTracker, run_cli
-from test_gaggle import Gaggle, wait_until
+from test_gaggle import Gaggle
 
 pytestmark = pytest.mark.slow
 
@@ -280,8 +280,11 @@ def gaggle_of(procs: ProcessTracker, redis_url: str, workdir: Path, load_test: P
     return g
 
 
-def run_gaggle(g: Gaggle, target: CountingTarget, slow_ms: int, *extra: str) -> tuple[int, dict[str, Any], str]:
-    """Manager and two Workers; the Workers always exit 0 (they do not judge), the Manager's code is returned."""
+def run_gaggle(
+    g: Gaggle, target: CountingTarget, slow_ms: int, *extra: str
+) -> tuple[int, dict[str, Any], str, list[str]]:
+    """Manager and two Workers; the Workers always exit 0 (they do not judge). Returns the
+    Manager's exit code, its report, its output, and the Workers' logs."""
     env = {"TEST_SLOW_MS": str(slow_ms)}
     manager = g.manager(target.url, 4, 2, "-r", "40", *extra, env=env)
     workers = [g.worker(env=env), g.worker(env=env)]
@@ -289,7 +292,7 @@ def run_gaggle(g: Gaggle, target: CountingTarget, slow_ms: int, *extra: str) -> 
     for w in workers:
         assert w.wait(30) == 0, w.output()
     assert "Traceback" not in manager.stderr.text(), manager.output()
-    return code, g.report(), manager.stdout.text() + manager.stderr.text()
+    return code, g.report(), manager.stdout.text() + manager.stderr.text(), [w.stderr.text() for w in workers]
 
 
 def test_a_gaggle_that_passes_exits_0(
@@ -298,7 +301,7 @@ def test_a_gaggle_that_passes_exits_0(
     """Passing thresholds with --threshold-abort on: the gaggle runs its whole time and exits 0,
     and a count threshold is judged on the merged total of both Workers (what the target served)."""
     g = gaggle_of(procs, redis_url, tmp_path, load_test)
-    code, report, out = run_gaggle(g, fresh_target, 20, "-t", "2s", "--no-reset-metrics", "--threshold", "p95 < 5s",
+    code, report, out, _ = run_gaggle(g, fresh_target, 20, "-t", "2s", "--no-reset-metrics", "--threshold", "p95 < 5s",
                                    "--threshold", "GET /slow: count > 10", "--threshold-abort",
                                    "--threshold-grace", "0s")  # fmt: skip
     assert code == 0, out
@@ -314,7 +317,7 @@ def test_a_gaggle_that_fails_exits_99(
     procs: ProcessTracker, redis_url: str, tmp_path: Path, load_test: Path, slow_target: CountingTarget
 ) -> None:
     g = gaggle_of(procs, redis_url, tmp_path, load_test)
-    code, report, out = run_gaggle(g, slow_target, 60, "-t", "2s", "--threshold", "GET /slow: p50 < 50",
+    code, report, out, _ = run_gaggle(g, slow_target, 60, "-t", "2s", "--threshold", "GET /slow: p50 < 50",
                                    "--threshold", "GET front: p95 < 50")  # fmt: skip
     assert code == 99, out
     slow, front = report["thresholds"]
@@ -327,11 +330,12 @@ def test_the_abort_stops_the_whole_gaggle(
     procs: ProcessTracker, redis_url: str, tmp_path: Path, load_test: Path, slow_target: CountingTarget
 ) -> None:
     g = gaggle_of(procs, redis_url, tmp_path, load_test)
-    code, report, out = run_gaggle(g, slow_target, 50, "-t", "60s", "--threshold", "p95 < 10",
+    code, report, out, worker_logs = run_gaggle(g, slow_target, 50, "-t", "60s", "--threshold", "p95 < 10",
                                    "--threshold-abort", "--threshold-grace", "1s")  # fmt: skip
     assert code == 99, out
     reason = report["verdict"]["aborted"]
     assert re.fullmatch(r'threshold "p95 < 10" failed \([\d.,]+ ms\)', reason), reason
     assert f"stopping the gaggle: {reason}" in out
+    for log in worker_logs:
+        assert f"received EXIT ({reason})" in log, log
     assert report["duration_s"] < 30
-    wait_until(lambda: all(p.poll() is not None for p in procs), 10, "every process to exit")

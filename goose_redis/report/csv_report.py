@@ -10,6 +10,7 @@ so ``--report-file out.csv`` writes
                             (only that row fills ``users``, the percentiles and the
                             ``measured_*`` columns)
 * ``out-errors.csv``        one row per distinct error
+* ``out-thresholds.csv``    one row per ``--threshold`` (only for a run with thresholds)
 
 A path without a ``.csv`` suffix is used whole as the stem (``out`` -> ``out-requests.csv``).
 Every file is written, with its header, even when it has no data rows.
