@@ -186,7 +186,8 @@ def test_a_passing_run_exits_0_with_its_thresholds_in_every_report(passing: Run)
 def test_a_failing_threshold_exits_99_and_says_which(failing: Run) -> None:
     assert failing.code == 99, failing.stderr
     results = failing.results
-    assert not results["p95 < 50"]["passed"] and results["p95 < 50"]["value"] >= 60.0
+    # The sketch is within 1 % of the true p95, which is at least the 60 ms the target sleeps.
+    assert not results["p95 < 50"]["passed"] and results["p95 < 50"]["value"] >= 0.99 * 60
     assert results["GET front: p95 < 50"]["passed"]  # the row threshold: the fast row holds
     assert results["GET /nowhere: count < 1"] | {"value": None, "passed": False} == results["GET /nowhere: count < 1"]
     assert results["GET /nowhere: count < 1"]["note"] == "no such row in the results"
@@ -321,7 +322,7 @@ def test_a_gaggle_that_fails_exits_99(
                                    "--threshold", "GET front: p95 < 50")  # fmt: skip
     assert code == 99, out
     slow, front = report["thresholds"]
-    assert not slow["passed"] and slow["value"] >= 60.0 and front["passed"]
+    assert not slow["passed"] and slow["value"] >= 60.0 and front["passed"]  # clamped to the row's min: >= 60
     assert "stopping the gaggle: run time elapsed" in out
     assert "Verdict: FAILED (exit code 99)" in out
 
