@@ -4,6 +4,7 @@ goose-redis -f FILE [options]      run a load test (standalone, --manager or --w
 goose-redis demo [options]         run the bundled Drupal-like example against the embedded demo site
 goose-redis demo-site              serve the demo site (a target for your own tests)
 goose-redis status                 print a live gaggle's state from Redis
+goose-redis compare BASE NEW       compare two JSON reports (exit 99 on a regression)
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[
         scenarios = load_file(raw["file"])
     chosen = filter_scenarios(scenarios, raw.get("scenarios"))
     load_test = LoadTest(chosen, scenarios)
-    config = build_config(raw, load_test.hosts())
+    names = ([t.display_name for s in chosen for t in s.transactions], [s.name for s in chosen])
+    config = build_config(raw, load_test.hosts(), row_names=names)
     return config, load_test
 
 
@@ -160,7 +162,57 @@ def status_command(redis_url: str, gaggle: str, as_json: bool) -> None:
         _fail(str(exc), 1)
 
 
+def _read_report(option: str, path: str) -> dict[str, Any]:
+    """A JSON report from disk; InvalidOption (one line) when it is unreadable or not a report."""
+    import orjson
+
+    from .compare import check_report
+
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise InvalidOption(option, path, f"cannot read the file: {exc.strerror or exc}.") from None
+    except orjson.JSONDecodeError as exc:
+        raise InvalidOption(option, path, f"not a goose-redis JSON report: not JSON ({exc}).") from None
+    return check_report(data, option, path)
+
+
+@click.command("compare", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("base", metavar="BASE.json")
+@click.argument("new", metavar="NEW.json")
+@click.option("--max-regression", default="10%", show_default=True, metavar="PCT",
+              help="Tolerated growth of a row's p95 or p99, relative to the base.")  # fmt: skip
+@click.option("--max-fail-increase", default="1", show_default=True, metavar="POINTS",
+              help="Tolerated growth of a row's fail %, in percentage points.")  # fmt: skip
+@click.option("--format", "fmt", default="text", show_default=True, metavar="text|md|json",
+              help="Output: text for a terminal, md for a pull request, json for a machine.")  # fmt: skip
+def compare_command(base: str, new: str, max_regression: str, max_fail_increase: str, fmt: str) -> None:
+    """Compare two JSON reports row by row; exit 0 without a regression, 99 with one, 2 on bad input.
+
+    The rule is in docs/verdict.md: a row with enough requests on both sides regresses when its
+    p95 or p99 grows by more than --max-regression (and by more than 1 ms), or its fail % by
+    more than --max-fail-increase points.
+    """
+    from .compare import Rule, compare, parse_percent
+    from .compare_render import FORMATS, RENDERERS
+
+    try:
+        if fmt not in FORMATS:
+            raise InvalidOption("--format", fmt, f"The --format option is one of {', '.join(FORMATS)}.")
+        rule = Rule(
+            max_regression_pct=parse_percent("--max-regression", max_regression),
+            max_fail_increase_pp=parse_percent("--max-fail-increase", max_fail_increase),
+        )
+        base_report, new_report = _read_report("BASE", base), _read_report("NEW", new)
+    except InvalidOption as exc:
+        _fail(str(exc), 2)
+    comparison = compare(base_report, new_report, rule)
+    sys.stdout.write(RENDERERS[fmt](comparison, base, new))
+    sys.exit(comparison.exit_code)
+
+
 SUBCOMMANDS: dict[str, click.Command] = {
+    "compare": compare_command,
     "demo": demo_command,
     "demo-site": demo_site_command,
     "status": status_command,

@@ -8,6 +8,7 @@ the one error shape, ``InvalidOption``. Nothing here does I/O.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from .durations import parse_duration
 from .errors import InvalidOption
 from .report.writers import report_format
 from .shape import Segment, Shape, parse_plan, planned, simple
+from .thresholds import Threshold, bind, parse_thresholds
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HATCH_RATE = 1.0
@@ -38,6 +40,8 @@ MANAGER_ONLY = {
     "running_metrics": "--running-metrics",
     "expect_workers": "--expect-workers",
     "scenarios": "--scenarios",
+    "thresholds": "--threshold",
+    "threshold_grace": "--threshold-grace",
 }
 
 
@@ -74,6 +78,9 @@ class Config:
     throttle_rps: float | None = None
     arrival: ArrivalPlan | None = None
     co_mitigation: str = "disabled"
+    thresholds: tuple[Threshold, ...] = ()
+    threshold_abort: bool = False
+    threshold_grace_s: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -154,11 +161,38 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Config:
+def _thresholds(raw: dict[str, Any], names: tuple[Iterable[str], Iterable[str]] | None) -> tuple[
+    tuple[Threshold, ...], bool, float
+]:  # fmt: skip
+    """(thresholds, --threshold-abort, --threshold-grace in seconds); rows checked against
+    ``names`` (the load test's transaction and scenario names) when given."""
+    thresholds = parse_thresholds(raw.get("thresholds") or ())
+    if names is not None:
+        thresholds = bind(thresholds, *names)
+    abort = bool(raw.get("threshold_abort"))
+    if abort and not thresholds:
+        raise InvalidOption("--threshold-abort", "true", "The --threshold-abort option needs a --threshold.")
+    grace = 10.0
+    if raw.get("threshold_grace") is not None:
+        if not abort:
+            raise InvalidOption(
+                "--threshold-grace", raw["threshold_grace"], "The --threshold-grace option needs --threshold-abort."
+            )
+        grace = _duration("--threshold-grace", raw["threshold_grace"], allow_zero=True)
+    return thresholds, abort, grace
+
+
+def build_config(
+    raw: dict[str, Any],
+    scenario_hosts: list[str | None],
+    *,
+    row_names: tuple[Iterable[str], Iterable[str]] | None = None,
+) -> Config:
     """Turn raw option values into a Config; raise InvalidOption on the first problem.
 
     ``raw`` uses the click parameter names; unset options are None.
-    ``scenario_hosts`` are the hosts the selected scenarios set themselves.
+    ``scenario_hosts`` are the hosts the selected scenarios set themselves;
+    ``row_names`` their (transaction names, scenario names), which a threshold's ROW may name.
     """
     manager, worker = bool(raw.get("manager")), bool(raw.get("worker"))
     if manager and worker:
@@ -179,6 +213,8 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
                 )
         if raw.get("no_reset_metrics"):
             raise InvalidOption("--no-reset-metrics", "true", "The --no-reset-metrics option is set on the Manager.")
+        if raw.get("threshold_abort"):
+            raise InvalidOption("--threshold-abort", "true", "The --threshold-abort option is set on the Manager.")
     shaping = _shaping(raw)
 
     users = (
@@ -248,6 +284,7 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         )
     final_wait = _duration("--final-wait", raw["final_wait"]) if raw.get("final_wait") is not None else 30.0
     redis_timeout = _duration("--redis-timeout", raw["redis_timeout"]) if raw.get("redis_timeout") is not None else 60.0
+    thresholds, threshold_abort, threshold_grace = _thresholds(raw, row_names)
 
     return Config(
         users=users,
@@ -280,6 +317,9 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         throttle_rps=shaping["throttle"],
         arrival=parse_arrival("--arrival-rate", raw["arrival_rate"], run_time) if raw.get("arrival_rate") else None,
         co_mitigation=shaping["co"],
+        thresholds=thresholds,
+        threshold_abort=threshold_abort,
+        threshold_grace_s=threshold_grace,
     )
 
 

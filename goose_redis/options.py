@@ -17,7 +17,8 @@ import click
 
 # Help sections, in the order ``--help`` shows them.
 LOAD, SHAPING, GAGGLE, REPORTS, LOGGING, OTHER = "Load", "Shaping", "Gaggle", "Reports", "Logging", "Other"
-GROUPS = (LOAD, SHAPING, GAGGLE, REPORTS, LOGGING, OTHER)
+VERDICT = "Verdict"
+GROUPS = (LOAD, SHAPING, GAGGLE, REPORTS, VERDICT, LOGGING, OTHER)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Opt:
     flag: bool = False
     count: bool = False
     multiple: bool = False
+    env_split: str | None = None  # a multiple option's GOOSE_<DEST> splits on this, not whitespace
     # Where the option applies: "run" (goose-redis -f, python FILE), "demo".
     where: frozenset[str] = frozenset({"run", "demo"})
 
@@ -85,6 +87,16 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--running-metrics",), "running_metrics", REPORTS, "Print the tables every TIME while running.", "TIME"),
     Opt(("--report-file",), "report_file", REPORTS, "Write a report: .json, .html, .md, .csv (repeatable).", "PATH",
         multiple=True),  # fmt: skip
+    # -- Verdict
+    Opt(("--threshold",), "thresholds", VERDICT,
+        "Fail the run (exit 99) unless '[ROW:] METRIC OP VALUE' holds at the end, e.g. 'p95 < 500' "
+        "(repeatable; GOOSE_THRESHOLDS separates them with ';'). See docs/verdict.md.", "EXPR",
+        multiple=True, env_split=";"),  # fmt: skip
+    Opt(("--threshold-abort",), "threshold_abort", VERDICT,
+        "Stop the run (the whole gaggle) as soon as a threshold has clearly failed, after the grace period.",
+        flag=True),  # fmt: skip
+    Opt(("--threshold-grace",), "threshold_grace", VERDICT,
+        "With --threshold-abort: no abort before this much of the measured period [default: 10s].", "TIME"),
     # -- Logging
     Opt(("--request-log",), "request_log", LOGGING, "Write one JSON line per request to this file.", "PATH"),
     Opt(("-v", "--verbose"), "verbose", LOGGING, "More logging (-v info, -vv debug).", count=True, env=False),
@@ -94,6 +106,19 @@ OPTIONS: tuple[Opt, ...] = (
         where=RUN_ONLY),  # fmt: skip
     Opt(("--check",), "check", OTHER, "Validate every option and exit.", flag=True, env=False),
 )
+
+
+class SplitOn(click.ParamType):
+    """A string whose ``multiple`` option splits its environment variable on ``sep`` (click
+    splits on whitespace, and an expression like ``p95 < 500`` holds spaces)."""
+
+    name = "text"
+
+    def __init__(self, sep: str) -> None:
+        self.sep = sep
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [part.strip() for part in rv.split(self.sep) if part.strip()]
 
 
 class GroupedOption(click.Option):
@@ -134,6 +159,8 @@ def click_options(where: str, extra: Iterable[Opt] = ()) -> Callable[[Callable[.
             else:
                 kwargs["metavar"] = opt.metavar
                 kwargs["multiple"] = opt.multiple
+                if opt.env_split:
+                    kwargs["type"] = SplitOn(opt.env_split)
             fn = click.option(*opt.flags, opt.dest, **kwargs)(fn)
         return fn
 

@@ -13,6 +13,7 @@ from .progress import ProgressLine, format_progress
 from .report.console import render_tables
 from .report.writers import write_reports
 from .series import Series, recent
+from .verdict import apply_verdict
 
 log = logging.getLogger("goose_redis")
 
@@ -26,11 +27,17 @@ def print_tables(report: dict[str, Any], heading: str | None = None) -> None:
     out.flush()
 
 
-def finish(report: dict[str, Any], config: Config) -> None:
+def finish(report: dict[str, Any], config: Config, aborted: str | None = None) -> int:
+    """Judge the final report (thresholds, integrity), print it, write it; returns the exit code.
+
+    ``aborted``: the reason ``--threshold-abort`` stopped the run, if it did.
+    """
+    code = apply_verdict(report, config.thresholds, aborted)
     print_tables(report)
     for path in write_reports(report, list(config.report_files)):
         if not config.quiet:
             sys.stderr.write(f"wrote report {path}\n")
+    return code
 
 
 class _ClearLineFirst(logging.Filter):

@@ -17,6 +17,7 @@ from .runner import Runner, RunOptions
 from .scenario import LoadTest
 from .shape import Shape, history
 from .signals import install_stop_handlers
+from .thresholds import watch_for
 
 log = logging.getLogger("goose_redis")
 
@@ -86,6 +87,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
             )
 
         measured_from = start_at
+        watch = watch_for(config)
 
         def on_reset() -> None:
             nonlocal measured_from
@@ -105,6 +107,10 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
             def current() -> dict[str, Any]:
                 return build_report(metrics, load_test, info(now, measured_from))
 
+            if watch is not None and not runner.stop_event.is_set() and (reason := watch.poll(now, current)):
+                log.log(NOTICE, "aborting the run: %s", reason)
+                runner.stop(reason)
+
             view.tick(
                 now,
                 users=runner.active,
@@ -121,5 +127,6 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
         finally:
             view.close()
         ended = runner.ended_at or time.time()
-        finish(build_report(metrics, load_test, info(ended, measured_from)), config)
-    return 0
+        report = build_report(metrics, load_test, info(ended, measured_from))
+        code = finish(report, config, aborted=watch.fired if watch else None)
+    return code

@@ -25,6 +25,7 @@ from ..report.data import RunInfo, build_report, phases_of
 from ..scenario import LoadTest
 from ..signals import install_stop_handlers
 from ..standalone import hatch_rate_of, scenario_users, shaping_info
+from ..thresholds import watch_for
 from . import keys as K
 from .allocation import describe_split
 from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked
@@ -56,6 +57,7 @@ class Manager:
         self.wake = Wakeup(link, self.keys.control)
         self.fatal: Exception | None = None
         self.reset_logged = False
+        self.watch = watch_for(config)  # --threshold-abort
 
     @property
     def started_at(self) -> float | None:
@@ -193,9 +195,9 @@ class Manager:
         ramp, final = self.reports(now)
         if ramp is not None and not c.quiet:
             print_tables(ramp, "=== RAMP-UP METRICS ===")
-        finish(final, c)
+        code = finish(final, c, aborted=self.watch.fired if self.watch else None)
         await self.link.attempt("closing the run", self.close_run)
-        return 0
+        return code
 
     def marks(self, now: float) -> tuple[float, float | None, float | None, bool]:
         """(start, ramp done, stopping, metrics reset in effect) in local time at ``now``."""
@@ -272,6 +274,11 @@ class Manager:
                 self.request_stop("run time elapsed")
             self.log_reset(elapsed)
             self.tick(view)
+            if self.watch is not None and not self.stop_event.is_set():  # --threshold-abort
+                now = time.time()
+                live = lambda t=now: build_report(self.merger.measured(self.marks(t)[3]), self.load_test, self.info(t))  # noqa: E731
+                if reason := self.watch.poll(now, live):
+                    self.request_stop(reason)
 
     async def resplit(self) -> None:
         """A Worker was lost or is back: move the users to the Workers that hold slots now."""

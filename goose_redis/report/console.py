@@ -21,6 +21,8 @@ from goose_redis.report.fmt import (
     request_label,
     truncate,
 )
+from goose_redis.thresholds import measured_text
+from goose_redis.verdict import integrity_problems
 
 NAME_MIN = 24
 NAME_MAX = 40
@@ -261,4 +263,43 @@ def render_tables(report: Mapping[str, Any]) -> str:
     """Every section of the end-of-run console report, as one string ending in a newline."""
     out = _scenarios(report) + _transactions(report) + _requests(report) + _errors(report)
     out += _overview(report)
+    out += _verdict(report)
     return "\n".join(out).lstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------- verdict (docs/verdict.md)
+
+
+def _verdict(report: Mapping[str, Any]) -> list[str]:
+    """THRESHOLDS (expression, measured, result), then what made the verdict, at the very end.
+
+    Nothing when there were no thresholds and the totals are complete: the usual run looks as before.
+    """
+    results: list[Mapping[str, Any]] = list(report.get("thresholds") or [])
+    verdict: Mapping[str, Any] = report.get("verdict") or {}
+    problems = integrity_problems(report)
+    if not results and problems is None and not verdict.get("aborted"):
+        return []
+    out = _section("THRESHOLDS")
+    if results:
+        lines: list[Line] = [
+            [
+                str(r.get("expr", "")),
+                measured_text(r),
+                "pass" if r.get("passed") else "FAIL",
+            ]
+            for r in results
+        ]
+        names = [str(r.get("expr", "")) for r in results]
+        out += _render_tables([Table(["Threshold", "Measured", "Result"], lines, left=1)], _name_width(names))
+    else:
+        out.append(" No thresholds were given.")
+    out += [f" INCOMPLETE: {p}" for p in problems or []]
+    if verdict:
+        code = verdict.get("exit_code")
+        if verdict.get("passed"):
+            out.append(f" Verdict: passed (exit code {code})")
+        else:
+            out.append(f" Verdict: FAILED (exit code {code})")
+            out += [f"   - {reason}" for reason in verdict.get("reasons") or []]
+    return out

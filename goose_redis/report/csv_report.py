@@ -10,6 +10,7 @@ so ``--report-file out.csv`` writes
                             (only that row fills ``users``, the percentiles and the
                             ``measured_*`` columns)
 * ``out-errors.csv``        one row per distinct error
+* ``out-thresholds.csv``    one row per ``--threshold`` (only for a run with thresholds)
 
 A path without a ``.csv`` suffix is used whole as the stem (``out`` -> ``out-requests.csv``).
 Every file is written, with its header, even when it has no data rows.
@@ -152,4 +153,25 @@ def write_csv(report: Mapping[str, Any], path: str) -> list[str]:
             for e in report.get("errors") or []
         ],
     )
-    return [paths[f] for f in FAMILIES]
+    return [paths[f] for f in FAMILIES] + _write_thresholds(report, path)
+
+
+# ---------------------------------------------------------------- thresholds (docs/verdict.md)
+
+THRESHOLD_COLUMNS = ["expr", "row", "metric", "op", "limit", "value", "passed", "note"]
+
+
+def thresholds_csv_path(path: str) -> str:
+    """``out.csv`` -> ``out-thresholds.csv``, by the same naming rule as the other families."""
+    stem = path[:-4] if path.lower().endswith(".csv") else path
+    return f"{stem}-thresholds.csv"
+
+
+def _write_thresholds(report: Mapping[str, Any], path: str) -> list[str]:
+    """The sixth file, only for a run with thresholds: one row per expression, as given."""
+    results = report.get("thresholds") or []
+    if not results:
+        return []
+    target = thresholds_csv_path(path)
+    _write(target, THRESHOLD_COLUMNS, [[_cell(r.get(c)) for c in THRESHOLD_COLUMNS] for r in results])
+    return [target]

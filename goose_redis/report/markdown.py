@@ -20,6 +20,8 @@ from goose_redis.report.fmt import (
     percentile,
     request_label,
 )
+from goose_redis.thresholds import measured_text
+from goose_redis.verdict import integrity_problems
 
 Row = Mapping[str, Any]
 
@@ -144,6 +146,7 @@ def _overview(report: Mapping[str, Any]) -> list[str]:
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The whole report as one Markdown document."""
     out = ["# goose-redis load test report", ""]
+    out += _verdict(report)
     out += _overview(report)
 
     requests: list[Row] = list(report.get("requests") or [])
@@ -201,3 +204,36 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         schema = md_cell(report.get("schema", ""))
         out += [f"<sub>goose-redis {md_cell(version)}, report schema {schema}</sub>", ""]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------- verdict (docs/verdict.md)
+
+
+def _verdict(report: Mapping[str, Any]) -> list[str]:
+    """First thing in the document, where a CI job summary shows it: the result, why, the thresholds.
+
+    Nothing when there were no thresholds and the totals are complete.
+    """
+    results: list[Row] = list(report.get("thresholds") or [])
+    verdict: Row = report.get("verdict") or {}
+    problems = integrity_problems(report)
+    if not results and problems is None and not verdict.get("aborted"):
+        return []
+    out = ["## Verdict", ""]
+    if verdict:
+        word = "Passed" if verdict.get("passed") else "Failed"
+        out += [f"**{word}** (exit code {md_cell(verdict.get('exit_code'))})", ""]
+        out += [f"- {md_cell(reason)}" for reason in verdict.get("reasons") or []]
+        out += [""] if verdict.get("reasons") else []
+    out += [f"> **Incomplete:** {md_cell(p)}" for p in problems or []]
+    out += [""] if problems else []
+    if results:
+        out += _table(
+            ["Threshold", "Measured", "Result"],
+            [
+                [md_cell(r.get("expr", "")), md_cell(measured_text(r)), "pass" if r.get("passed") else "**FAIL**"]
+                for r in results
+            ],
+            left=1,
+        )
+    return out
