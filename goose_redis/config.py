@@ -63,6 +63,9 @@ class Config:
     final_wait_s: float = 30.0
     manager_grace_s: float = 10.0
     redis_deadline_s: float = 60.0
+    transaction_log: str | None = None
+    scenario_log: str | None = None
+    error_log: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -251,4 +254,7 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         stop_on_worker_loss=bool(raw.get("stop_on_worker_loss")),
         final_wait_s=final_wait,
         redis_deadline_s=redis_timeout,
+        transaction_log=raw.get("transaction_log") or None,
+        scenario_log=raw.get("scenario_log") or None,
+        error_log=raw.get("error_log") or None,
     )

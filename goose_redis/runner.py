@@ -200,7 +200,7 @@ class Runner:
                         if await self._pause(random.uniform(*wait)):
                             break
                 else:
-                    self.recorder.scenario(planned.index, (time.perf_counter() - t0) * 1000.0, not failed)
+                    self.recorder.scenario(planned.index, (time.perf_counter() - t0) * 1000.0, not failed, user)
                     iteration += 1
                     if self.options.iterations is not None and iteration >= self.options.iterations:
                         break
@@ -246,7 +246,7 @@ class Runner:
         ms = (time.perf_counter() - t0) * 1000.0
         failed = user.flush()
         success = error is None and not failed
-        self.recorder.transaction(planned.index, ti, ms, success, error)
+        self.recorder.transaction(planned.index, ti, ms, success, error, user)
         return success
 
     async def _drain(self) -> None:

@@ -71,6 +71,10 @@ class WorkerState:
             "state": "lost" if self.lost else ("done" if self.ledger.complete else "incomplete"),
         }
 
+    def ramp_summary(self) -> dict[str, Any]:
+        """The RAMP-UP tables' view of this Worker: what it sent before the metrics reset."""
+        return {**self.summary(False), "requests": self.ramp[0], "failures": self.ramp[1]}
+
 
 class Manager:
     def __init__(self, config: Config, load_test: LoadTest, link: RedisLink) -> None:
@@ -460,8 +464,9 @@ class Manager:
         ramp = None
         if info.metrics_reset and not self.ramp.is_empty():
             ramp_info = replace(
-                info, ended_at=info.measured_from, measured_from=info.started_at, phases=info.phases[:1]
-            )
+                info, ended_at=info.measured_from, measured_from=info.started_at, phases=info.phases[:1],
+                workers=[w.ramp_summary() for w in sorted(self.workers.values(), key=lambda w: w.index)],
+            )  # fmt: skip
             ramp = build_report(self.ramp, self.load_test, ramp_info)
         return ramp, build_report(self.measured(info.metrics_reset), self.load_test, info)
 

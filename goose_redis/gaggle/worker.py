@@ -8,6 +8,7 @@ are acknowledged, and stop on EXIT (or ask the gaggle to stop on Ctrl-C).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import IO, Any
 from redis.exceptions import RedisError
 
 from ..config import Config
+from ..eventlogs import EventLogs
 from ..logs import NOTICE, set_prefix
 from ..metrics import Metrics
 from ..recorder import Recorder
@@ -70,6 +72,7 @@ class Worker:
         self.local_stop = asyncio.Event()
         self.bad_stop_logged = False
         self.request_log: IO[bytes] | None = None
+        self.event_logs = contextlib.ExitStack()  # --transaction-log, --scenario-log, --error-log; closed in run()
 
     # -- Redis writes -----------------------------------------------------
 
@@ -185,6 +188,7 @@ class Worker:
             await self._unregister()
             if self.request_log is not None:
                 self.request_log.close()
+            self.event_logs.close()
 
     async def register(self) -> None:
         async with self.link.client.pipeline(transaction=False) as p:
@@ -276,7 +280,8 @@ class Worker:
         )
         if self.config.request_log:  # each Worker keeps its own request log, on its own host
             self.request_log = open(self.config.request_log, "wb")  # noqa: SIM115 - closed in run()
-        self.runner = Runner(self.load_test, plan, options, Recorder(self.metrics, self.request_log))
+        events = EventLogs.open(self.config, self.load_test, self.event_logs)  # local to this Worker too
+        self.runner = Runner(self.load_test, plan, options, Recorder(self.metrics, self.request_log, events=events))
         self.manager_seen = time.monotonic()
         log.info(
             "worker %d connected: %d of %d users (every %d. user, launch interval %.3gs)",
