@@ -43,7 +43,7 @@ def run_options(where: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
     """The load-test options (``options.OPTIONS``) that apply ``where``, plus ``--version``."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn = click.version_option(__version__, "--version", prog_name="goose-redis")(fn)
+        fn = click.version_option(__version__, "-V", "--version", prog_name="goose-redis")(fn)
         return click_options(where)(fn)
 
     return decorate
@@ -63,13 +63,20 @@ def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[
     return config, load_test
 
 
-def execute(config: Config, load_test: LoadTest) -> int:
+def listed_or_checked(config: Config, load_test: LoadTest) -> bool:
+    """``--list`` and ``--check``: print and say so, instead of running."""
     if config.list_only:
         click.echo(load_test.describe())
-        return 0
+        return True
     if config.check_only:
         mode = "manager" if config.manager else "worker" if config.worker else "standalone"
         click.echo(f"configuration is valid ({mode}, load test hash {load_test.hash()})")
+        return True
+    return False
+
+
+def execute(config: Config, load_test: LoadTest) -> int:
+    if listed_or_checked(config, load_test):
         return 0
     if config.manager:
         from .gaggle.manager import run_manager
@@ -145,6 +152,8 @@ def demo_command(**raw: Any) -> None:
         try:
             raw["host"] = raw.get("host") or url
             config, load_test = prepare(raw, scenarios)
+            if listed_or_checked(config, load_test):
+                return 0
             if not config.quiet:
                 sys.stderr.write(f"demo site serving at {url}\n")
             from .standalone import run_standalone

@@ -96,12 +96,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--report-file",), "report_file", REPORTS, "Write a report: .json, .html, .md, .csv (repeatable).", "PATH",
         multiple=True),  # fmt: skip
     # -- Logging
-    Opt(("--request-log",), "request_log", LOGGING, "Write one JSON line per request to this file.", "PATH"),
-    Opt(("--transaction-log",), "transaction_log", LOGGING, "Write one JSON line per transaction run to this file.",
+    Opt(("-R", "--request-log"), "request_log", LOGGING, "Write one JSON line per request to this file.", "PATH"),
+    Opt(("-T", "--transaction-log"), "transaction_log", LOGGING,
+        "Write one JSON line per transaction run to this file.", "PATH"),  # fmt: skip
+    Opt(("-S", "--scenario-log"), "scenario_log", LOGGING, "Write one JSON line per scenario iteration to this file.",
         "PATH"),  # fmt: skip
-    Opt(("--scenario-log",), "scenario_log", LOGGING, "Write one JSON line per scenario iteration to this file.",
-        "PATH"),  # fmt: skip
-    Opt(("--error-log",), "error_log", LOGGING,
+    Opt(("-E", "--error-log"), "error_log", LOGGING,
         "Write one JSON line per failed request or exception raised by a transaction to this file.", "PATH"),
     Opt(("-v", "--verbose"), "verbose", LOGGING, "More logging (-v info, -vv debug).", count=True, env=False),
     Opt(("-q", "--quiet"), "quiet", LOGGING, "No progress line, errors only.", flag=True),

@@ -105,8 +105,8 @@ def test_a_worker_writes_its_logs_on_its_own_host(
     gaggle = ["--redis-url", redis_url, "--gaggle", f"evlog{os.getpid()}"]
     manager = procs.start(["-f", str(load_test), "--manager", "--expect-workers", "1", "--host", fresh_target.url,
                            "-u", str(USERS), "-r", "50", "--iterations", str(ITERATIONS), "-q", *gaggle])  # fmt: skip
-    worker = procs.start(["-f", str(load_test), "--worker", "-q", "--error-log", str(err_log), "--transaction-log",
-                          str(tx_log), *gaggle])  # fmt: skip
+    # Goose's short forms: -E for --error-log, -T for --transaction-log.
+    worker = procs.start(["-f", str(load_test), "--worker", "-q", "-E", str(err_log), "-T", str(tx_log), *gaggle])
     assert manager.wait(60) == 0, manager.output()
     assert worker.wait(30) == 0, worker.output()
     check_error_log(read_jsonl(err_log), fresh_target)
