@@ -84,7 +84,7 @@ def test_full_report_renders_with_hover_titles(tmp_path: Path) -> None:
         assert chart.drew, chart.key
         hover = re.search(r'<g class="hover">(.*?)</g>', chart.body, re.S)
         assert hover is not None, chart.key
-        assert len(re.findall(r"<rect [^>]*><title>\d\d:\d\d\n", hover.group(1))) == 60, chart.key
+        assert len(re.findall(r"<rect [^>]*><title>\d\d:\d\d[ \n]", hover.group(1))) == 60, chart.key
         assert 'class="marker"' in chart.body and "band-maintain" in chart.body
     for text in ("Exceptions", "KeyError", "Avg size", "Corrected for coordinated omission", "Test plan",
                  "Dropped iterations"):  # fmt: skip

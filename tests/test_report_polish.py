@@ -200,7 +200,8 @@ def test_values_on_hover() -> None:
     titles = [unescape(t) for t in re.findall(r"<title>([^<]*)</title>", latency_titles)]
     assert len(titles) == 60  # one column per point
     first = titles[0].split("\n")
-    assert first[0] == "00:01" and first[1].startswith("p50: ") and first[1].endswith(" ms")
+    assert first[0] == "00:01 (ramp-up)" and first[1].startswith("p50: ") and first[1].endswith(" ms")
+    assert titles[30].split("\n")[0] == "00:31 (steady)"
     assert [line.split(":")[0] for line in first[1:]] == ["p50", "p95", "p99"]
     throughput = re.findall(r'<g class="hover">(.*?)</g>', svg["throughput"], re.S)[0]
     assert "requests/s: " in unescape(throughput) and "failures/s: " in unescape(throughput)
@@ -238,6 +239,9 @@ def test_html_plan_bands_event_markers_and_overview() -> None:
         assert ">hold 8</text>" in svg
         marker = re.findall(r'<g class="marker">.*?<title>([^<]*)</title></g>', svg)
         assert marker == ["00:30 users 6 (by ops@host)"], key
+        hover = unescape(re.findall(r'<g class="hover">(.*?)</g>', svg, re.S)[0])
+        assert hover.count("event at 00:30: users 6 (by ops@host)") == 1, key
+        assert "00:30 (hold 8)" in hover
     overview = page.split('<section id="overview">', 1)[1].split("</section>", 1)[0]
     assert "Test plan" in overview and "0 -&gt; 8" in overview
     assert "Control events" in overview and "ops@host" in overview

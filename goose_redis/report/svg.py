@@ -255,11 +255,19 @@ def _hover_columns(chart: Chart, px: Callable[[float], float], top: float, plot_
     lefts = [max(MARGIN_LEFT, pos[0] - half), *edges]
     rights = [*edges, min(WIDTH - MARGIN_RIGHT, pos[-1] + half)]
     values = [dict(s.points) for s in chart.series]
+    # Each control event is told in the column nearest to it (its line is too thin to hover).
+    events: dict[int, list[str]] = {}
+    for m in chart.markers:
+        if chart.x_min <= m.x <= chart.x_max:
+            nearest = min(range(len(pos)), key=lambda i: abs(pos[i] - px(m.x)))
+            events.setdefault(nearest, []).append(f"event at {fmt_clock(m.x)}: {m.label}")
     out = ['<g class="hover">']
-    for x, left, right in zip(shown, lefts, rights, strict=True):
-        lines = [fmt_clock(x)] + [
+    for i, (x, left, right) in enumerate(zip(shown, lefts, rights, strict=True)):
+        # The bucket plotted at x ended at x: name the phase or plan step it fell in.
+        band = next((b.label for b in chart.bands if b.start < x <= b.end), "")
+        lines = [f"{fmt_clock(x)}{f' ({band})' if band else ''}"] + [
             f"{s.label}: {fmt_value(v.get(x))}{chart.hover_unit}" for s, v in zip(chart.series, values, strict=True)
-        ]
+        ] + events.get(i, [])
         out.append(
             f'<rect x="{_f(left)}" y="{_f(top)}" width="{_f(max(right - left, 0.5))}" height="{_f(plot_h)}">'
             f"<title>{escape(chr(10).join(lines))}</title></rect>"
