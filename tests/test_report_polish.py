@@ -16,11 +16,12 @@ import pytest
 from support.report_samples import empty_report, full_report, sample_report
 
 from goose_redis.metrics import Metrics
+from goose_redis.report.charts import ROW_COLORS, build_charts, slowest_rows
 from goose_redis.report.console import render_tables
 from goose_redis.report.csv_report import write_csv
 from goose_redis.report.data import Phase, RunInfo, build_report, phases_of
 from goose_redis.report.fmt import exceptions
-from goose_redis.report.html import ROW_COLORS, build_charts, render_html, slowest_rows
+from goose_redis.report.html import render_html
 from goose_redis.report.markdown import render_markdown
 from goose_redis.scenario import LoadTest, Scenario, Transaction
 
