@@ -1,10 +1,7 @@
 """The command line: parse, validate, run. The only place errors become exit codes.
 
-goose-redis -f FILE [options]      run a load test (standalone, --manager or --worker)
-goose-redis demo [options]         run the bundled Drupal-like example against the embedded demo site
-goose-redis demo-site              serve the demo site (a target for your own tests)
-goose-redis status                 print a live gaggle's state from Redis
-goose-redis compare BASE NEW       compare two JSON reports (exit 99 on a regression)
+``goose-redis`` runs a load test unless its first word names a command in ``SUBCOMMANDS``;
+registering a command there is all it takes to list it in ``goose-redis --help``.
 """
 
 from __future__ import annotations
@@ -19,8 +16,10 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
+from .clierrors import goose_socket_flags, usage_error
 from .config import DEFAULT_REDIS_URL, Config, build_config
 from .errors import InvalidOption, LoadTestError
+from .eventlogs import check_log_paths
 from .loader import load_file, scenarios_of
 from .logs import setup_logging
 from .options import GroupedCommand, click_options
@@ -28,7 +27,11 @@ from .scenario import LoadTest, Scenario, filter_scenarios
 
 log = logging.getLogger("goose_redis")
 
-EXAMPLE_FILE = Path(__file__).resolve().parent.parent / "examples" / "drupal_loadtest.py"
+# Shipped inside the package so ``goose-redis demo`` works from any install;
+# examples/drupal_loadtest.py in the repository is the same file, for users to read and copy.
+EXAMPLE_FILE = Path(__file__).resolve().parent / "examples" / "drupal_loadtest.py"
+HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+ENV_EPILOG = "Every option also reads GOOSE_<OPTION> from the environment (GOOSE_USERS, GOOSE_RUN_TIME, ...)."
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -40,7 +43,7 @@ def run_options(where: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
     """The load-test options (``options.OPTIONS``) that apply ``where``, plus ``--version``."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn = click.version_option(__version__, "--version", prog_name="goose-redis")(fn)
+        fn = click.version_option(__version__, "-V", "--version", prog_name="goose-redis")(fn)
         return click_options(where)(fn)
 
     return decorate
@@ -48,6 +51,7 @@ def run_options(where: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
 
 def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[Config, LoadTest]:
     """Load, filter and validate: every user error raises InvalidOption here, before anything starts."""
+    goose_socket_flags(raw)
     if scenarios is None:
         if not raw.get("file"):
             raise InvalidOption("--file", "", "A load-test file is required: goose-redis -f FILE.")
@@ -56,16 +60,24 @@ def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[
     load_test = LoadTest(chosen, scenarios)
     names = ([t.display_name for s in chosen for t in s.transactions], [s.name for s in chosen])
     config = build_config(raw, load_test.hosts(), row_names=names)
+    check_log_paths(config)
     return config, load_test
 
 
-def execute(config: Config, load_test: LoadTest) -> int:
+def listed_or_checked(config: Config, load_test: LoadTest) -> bool:
+    """``--list`` and ``--check``: print and say so, instead of running."""
     if config.list_only:
         click.echo(load_test.describe())
-        return 0
+        return True
     if config.check_only:
         mode = "manager" if config.manager else "worker" if config.worker else "standalone"
         click.echo(f"configuration is valid ({mode}, load test hash {load_test.hash()})")
+        return True
+    return False
+
+
+def execute(config: Config, load_test: LoadTest) -> int:
+    if listed_or_checked(config, load_test):
         return 0
     if config.manager:
         from .gaggle.manager import run_manager
@@ -93,34 +105,58 @@ def run_command(raw: dict[str, Any], scenarios: Sequence[Scenario] | None = None
 
 
 def _command(scenarios: Sequence[Scenario] | None, name: str) -> click.Command:
-    @click.command(name=name, cls=GroupedCommand, context_settings={"help_option_names": ["-h", "--help"]},
-                   epilog=__doc__)  # fmt: skip
-    @run_options("run")
+    """The load-test run: ``goose-redis [run] -f FILE`` or, with ``scenarios``, ``python FILE``."""
+    if scenarios is None:
+        help_text = "Run a load test: standalone, as a Gaggle's --manager, or as one of its --worker."
+        extra: dict[str, Any] = {"usage": "[COMMAND] [OPTIONS]", "commands": command_list}
+    else:
+        help_text = "Run the load test in this file: standalone, as a Gaggle's --manager, or as one of its --worker."
+        extra = {}
+
+    @click.command(name=name, cls=GroupedCommand, context_settings=HELP, help=help_text, epilog=ENV_EPILOG,
+                   **extra)  # fmt: skip
+    @run_options("run" if scenarios is None else "file")
     def command(**raw: Any) -> None:
         run_command(raw, scenarios)
 
     return command
 
 
-@click.command("demo", cls=GroupedCommand, context_settings={"help_option_names": ["-h", "--help"]})
+# The demo's defaults fill every table within a short run: one pass over a scenario is about
+# 30 transactions, so the example's 0-3 s waits (Goose's) would take some 45 s per iteration.
+DEMO_DEFAULTS = {"users": "8", "hatch_rate": "4", "run_time": "15s"}
+DEMO_WAIT = (0.0, 0.5)
+
+
+@click.command("demo", cls=GroupedCommand, context_settings=HELP, epilog=ENV_EPILOG)
 @run_options("demo")
 def demo_command(**raw: Any) -> None:
-    """Start the embedded demo site and load-test it with examples/drupal_loadtest.py."""
+    """Load-test the embedded demo site with the bundled Drupal example.
+
+    Defaults: -u 8 -r 4 -t 15s, and waits of 0-0.5 s between transactions instead of the
+    example's 0-3 s, so that every scenario completes iterations within the run.
+    The example is examples/drupal_loadtest.py in the repository (goose_redis/examples/ when installed).
+    """
     from .demo_site import start_demo_site
 
-    raw["file"] = raw.get("file") or str(EXAMPLE_FILE)
-    raw["users"] = raw.get("users") or "8"
+    raw["users"] = raw.get("users") or DEMO_DEFAULTS["users"]
     if not raw.get("startup_time"):
-        raw["hatch_rate"] = raw.get("hatch_rate") or "4"
+        raw["hatch_rate"] = raw.get("hatch_rate") or DEMO_DEFAULTS["hatch_rate"]
     if not raw.get("iterations"):
-        raw["run_time"] = raw.get("run_time") or "20s"
+        raw["run_time"] = raw.get("run_time") or DEMO_DEFAULTS["run_time"]
 
     async def serve_and_run() -> int:
+        scenarios = load_file(str(EXAMPLE_FILE))
+        for scenario in scenarios:
+            scenario.wait = DEMO_WAIT
         site, url = await start_demo_site("127.0.0.1", 0)
         try:
             raw["host"] = raw.get("host") or url
-            config, load_test = prepare(raw, None)
-            sys.stderr.write(f"demo site serving at {url}\n")
+            config, load_test = prepare(raw, scenarios)
+            if listed_or_checked(config, load_test):
+                return 0
+            if not config.quiet:
+                sys.stderr.write(f"demo site serving at {url}\n")
             from .standalone import run_standalone
 
             return await run_standalone(config, load_test)
@@ -132,25 +168,31 @@ def demo_command(**raw: Any) -> None:
         code = asyncio.run(serve_and_run())
     except InvalidOption as exc:
         _fail(str(exc), 2)
+    except LoadTestError as exc:
+        _fail(str(exc), 1)
     sys.exit(code)
 
 
-@click.command("demo-site", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--bind", default="127.0.0.1", envvar="GOOSE_DEMO_BIND", show_default=True)
-@click.option("--port", default=8080, type=int, envvar="GOOSE_DEMO_PORT", show_default=True)
+@click.command("demo-site", context_settings=HELP)
+@click.option("--bind", default="127.0.0.1", envvar="GOOSE_DEMO_BIND", show_default=True, metavar="ADDRESS",
+              help="Address to listen on.")  # fmt: skip
+@click.option("--port", default=8080, type=int, envvar="GOOSE_DEMO_PORT", show_default=True, metavar="PORT",
+              help="Port to listen on.")  # fmt: skip
 def demo_site_command(bind: str, port: int) -> None:
-    """Serve the embedded demo site (the default target)."""
+    """Serve the embedded demo site: a target for your own load tests."""
     from .demo_site import run_demo_site
 
     run_demo_site(bind, port)
 
 
-@click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--redis-url", envvar="GOOSE_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True)
-@click.option("--gaggle", envvar="GOOSE_GAGGLE", default="default", show_default=True)
+@click.command("status", context_settings=HELP)
+@click.option("--redis-url", envvar="GOOSE_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True, metavar="URL",
+              help="Redis the gaggle meets at.")  # fmt: skip
+@click.option("--gaggle", envvar="GOOSE_GAGGLE", default="default", show_default=True, metavar="NAME",
+              help="Gaggle name.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
 def status_command(redis_url: str, gaggle: str, as_json: bool) -> None:
-    """Print a live gaggle's state: manager, workers, users, requests so far."""
+    """Print a live gaggle's state from Redis: Manager, Workers, users, requests."""
     from .gaggle.status import show_status
 
     setup_logging(0, False)
@@ -211,21 +253,50 @@ def compare_command(base: str, new: str, max_regression: str, max_fail_increase:
     sys.exit(comparison.exit_code)
 
 
+# Every command but the default load-test run, by its first word. Registering a command here
+# is all it takes: ``goose-redis --help`` lists it with the first line of its help.
 SUBCOMMANDS: dict[str, click.Command] = {
     "compare": compare_command,
     "demo": demo_command,
     "demo-site": demo_site_command,
     "status": status_command,
 }
+RUN = "run"  # the default command's own name: ``goose-redis run -f FILE`` = ``goose-redis -f FILE``
+
+
+def command_list() -> list[tuple[str, str]]:
+    """(name, one line) for each command, the default first."""
+    rows = [(f"{RUN} (default)", "Run a load test: goose-redis -f FILE [OPTIONS].")]
+    for name, command in SUBCOMMANDS.items():
+        rows.append((name, command.get_short_help_str(limit=80)))
+    return rows
+
+
+def invoke(command: click.Command, args: list[str], prog_name: str) -> NoReturn:
+    """Run a click command; its usage errors become one ``InvalidOption`` line and exit 2."""
+    try:
+        code = command.main(args, prog_name=prog_name, standalone_mode=False)
+    except click.UsageError as exc:
+        _fail(str(usage_error(exc, args)), 2)
+    except click.Abort:  # Ctrl-C before the run had its own handlers
+        sys.stderr.write("\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        _fail(" ".join(exc.format_message().split()), exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def entrypoint(argv: Sequence[str] | None = None) -> None:
-    """``goose-redis``: a subcommand by its first word, else a load-test run."""
+    """``goose-redis``: a command by its first word, else a load-test run."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in SUBCOMMANDS:
-        SUBCOMMANDS[args[0]].main(args[1:], prog_name=f"goose-redis {args[0]}")
-    else:
-        _command(None, "goose-redis").main(args, prog_name="goose-redis")
+        invoke(SUBCOMMANDS[args[0]], args[1:], f"goose-redis {args[0]}")
+    if args and args[0] == RUN:
+        args = args[1:]
+    elif args and not args[0].startswith("-"):
+        names = ", ".join([RUN, *SUBCOMMANDS])
+        _fail(str(InvalidOption("COMMAND", args[0], f"No such command: use one of {names} (goose-redis --help).")), 2)
+    invoke(_command(None, "goose-redis"), args, "goose-redis")
 
 
 def main(scenarios: Sequence[Scenario] | None = None, argv: Sequence[str] | None = None) -> None:
@@ -234,7 +305,7 @@ def main(scenarios: Sequence[Scenario] | None = None, argv: Sequence[str] | None
         scenarios = scenarios_of(sys.modules["__main__"])
     args = list(sys.argv[1:] if argv is None else argv)
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "loadtest"
-    _command(scenarios, prog).main(args, prog_name=prog)
+    invoke(_command(scenarios, prog), args, prog)
 
 
 if __name__ == "__main__":

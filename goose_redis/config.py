@@ -81,6 +81,9 @@ class Config:
     thresholds: tuple[Threshold, ...] = ()
     threshold_abort: bool = False
     threshold_grace_s: float = 10.0
+    transaction_log: str | None = None
+    scenario_log: str | None = None
+    error_log: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -320,6 +323,9 @@ def build_config(
         thresholds=thresholds,
         threshold_abort=threshold_abort,
         threshold_grace_s=threshold_grace,
+        transaction_log=raw.get("transaction_log") or None,
+        scenario_log=raw.get("scenario_log") or None,
+        error_log=raw.get("error_log") or None,
     )
 
 

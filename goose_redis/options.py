@@ -20,6 +20,9 @@ LOAD, SHAPING, GAGGLE, REPORTS, LOGGING, OTHER = "Load", "Shaping", "Gaggle", "R
 VERDICT = "Verdict"
 GROUPS = (LOAD, SHAPING, GAGGLE, REPORTS, VERDICT, LOGGING, OTHER)
 
+# Goose's Gaggle flags for its socket between Manager and Workers; goose-redis meets in Redis.
+GOOSE_SOCKET_FLAGS = ("--manager-host", "--manager-port", "--manager-bind-host", "--manager-bind-port")
+
 
 @dataclass(frozen=True)
 class Opt:
@@ -33,19 +36,22 @@ class Opt:
     count: bool = False
     multiple: bool = False
     env_split: str | None = None  # a multiple option's GOOSE_<DEST> splits on this, not whitespace
-    # Where the option applies: "run" (goose-redis -f, python FILE), "demo".
-    where: frozenset[str] = frozenset({"run", "demo"})
+    hidden: bool = False  # parsed but not in --help (Goose's flags that get a pointed answer)
+    # Where the option applies: "run" (goose-redis [run] -f FILE), "file" (python FILE), "demo".
+    where: frozenset[str] = frozenset({"run", "file", "demo"})
 
     @property
     def envvar(self) -> str | None:
         return f"GOOSE_{self.dest.upper()}" if self.env else None
 
 
-RUN_ONLY = frozenset({"run"})
+# Options of a real load test (not the demo), and -f, which only the goose-redis command takes.
+RUN_ONLY = frozenset({"run", "file"})
+FILE_FLAG = frozenset({"run"})
 
 OPTIONS: tuple[Opt, ...] = (
     # -- Load
-    Opt(("-f", "--file"), "file", LOAD, "Load-test file (Python) defining Scenarios.", "PATH", where=RUN_ONLY),
+    Opt(("-f", "--file"), "file", LOAD, "Load-test file (Python) defining Scenarios.", "PATH", where=FILE_FLAG),
     Opt(("-H", "--host"), "host", LOAD, "Target host, e.g. http://127.0.0.1:8080.", "URL"),
     Opt(("-u", "--users"), "users", LOAD, "Users to launch [default: CPU cores].", "N"),
     Opt(("-r", "--hatch-rate"), "hatch_rate", LOAD, "Users launched per second [default: 1].", "RATE"),
@@ -82,6 +88,10 @@ OPTIONS: tuple[Opt, ...] = (
         "Stop with an error when Redis stays unreachable this long [default: 60s].", "TIME", where=RUN_ONLY),
     Opt(("--final-wait",), "final_wait", GAGGLE, "Manager: wait this long for Workers' final metrics [default: 30s].",
         "TIME", where=RUN_ONLY),  # fmt: skip
+    # Goose's Gaggle talks over a socket; these flags get a one-line answer naming --redis-url (clierrors.py).
+    *(Opt((flag,), flag[2:].replace("-", "_"), GAGGLE, "Goose's flag: answered with its --redis-url form.", "VALUE",
+          env=False, hidden=True, where=RUN_ONLY)
+      for flag in GOOSE_SOCKET_FLAGS),  # fmt: skip
     # -- Reports
     Opt(("--no-reset-metrics",), "no_reset_metrics", REPORTS, "Keep ramp-up metrics in the totals.", flag=True),
     Opt(("--running-metrics",), "running_metrics", REPORTS, "Print the tables every TIME while running.", "TIME"),
@@ -98,11 +108,17 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--threshold-grace",), "threshold_grace", VERDICT,
         "With --threshold-abort: no abort before this much of the measured period [default: 10s].", "TIME"),
     # -- Logging
-    Opt(("--request-log",), "request_log", LOGGING, "Write one JSON line per request to this file.", "PATH"),
+    Opt(("-R", "--request-log"), "request_log", LOGGING, "Write one JSON line per request to this file.", "PATH"),
+    Opt(("-T", "--transaction-log"), "transaction_log", LOGGING,
+        "Write one JSON line per transaction run to this file.", "PATH"),  # fmt: skip
+    Opt(("-S", "--scenario-log"), "scenario_log", LOGGING, "Write one JSON line per scenario iteration to this file.",
+        "PATH"),  # fmt: skip
+    Opt(("-E", "--error-log"), "error_log", LOGGING,
+        "Write one JSON line per failed request or exception raised by a transaction to this file.", "PATH"),
     Opt(("-v", "--verbose"), "verbose", LOGGING, "More logging (-v info, -vv debug).", count=True, env=False),
     Opt(("-q", "--quiet"), "quiet", LOGGING, "No progress line, errors only.", flag=True),
     # -- Other
-    Opt(("--list",), "list_only", OTHER, "List scenarios and transactions and exit.", flag=True, env=False,
+    Opt(("-l", "--list"), "list_only", OTHER, "List scenarios and transactions and exit.", flag=True, env=False,
         where=RUN_ONLY),  # fmt: skip
     Opt(("--check",), "check", OTHER, "Validate every option and exit.", flag=True, env=False),
 )
@@ -130,7 +146,27 @@ class GroupedOption(click.Option):
 
 
 class GroupedCommand(click.Command):
-    """``--help`` with the options under their sections (Load, Shaping, Gaggle, ...)."""
+    """``--help`` with the options under their sections (Load, Shaping, Gaggle, ...).
+
+    ``usage`` replaces click's ``[OPTIONS]`` on the usage line, and ``commands`` (a callable,
+    so commands registered later still appear) adds a Commands section: the top-level
+    ``goose-redis --help`` uses both.
+    """
+
+    def __init__(self, *args: Any, usage: str | None = None,
+                 commands: Callable[[], list[tuple[str, str]]] | None = None, **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.usage = usage
+        self.commands = commands
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [self.usage] if self.usage else super().collect_usage_pieces(ctx)
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help_text(ctx, formatter)
+        if self.commands is not None:
+            with formatter.section("Commands"):
+                formatter.write_dl(self.commands())
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}
@@ -151,7 +187,8 @@ def click_options(where: str, extra: Iterable[Opt] = ()) -> Callable[[Callable[.
         for opt in reversed([*OPTIONS, *extra]):
             if where not in opt.where:
                 continue
-            kwargs: dict[str, Any] = {"help": opt.help, "envvar": opt.envvar, "group": opt.group, "cls": GroupedOption}
+            kwargs: dict[str, Any] = {"help": opt.help, "envvar": opt.envvar, "group": opt.group, "cls": GroupedOption,
+                                      "hidden": opt.hidden}  # fmt: skip
             if opt.flag:
                 kwargs["is_flag"] = True
             elif opt.count:

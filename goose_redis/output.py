@@ -18,11 +18,11 @@ from .verdict import apply_verdict
 log = logging.getLogger("goose_redis")
 
 
-def print_tables(report: dict[str, Any], heading: str | None = None) -> None:
+def print_tables(report: dict[str, Any], heading: str | None = None, running: bool = False) -> None:
     out = sys.stdout
     if heading:
         out.write(f"\n{heading}\n")
-    out.write(render_tables(report))
+    out.write(render_tables(report, running))
     out.write("\n")
     out.flush()
 
@@ -89,13 +89,14 @@ class LiveView:
             )
         if self.config.running_metrics_s and now >= self._next_tables and report is not None:
             self._next_tables = now + self.config.running_metrics_s
-            self.show_tables(report(), f"=== RUNNING METRICS ({elapsed_s:.0f}s) ===")
+            self.show_tables(report(), f"=== RUNNING METRICS ({elapsed_s:.0f}s) ===", running=True)
 
-    def show_tables(self, report: dict[str, Any], heading: str) -> None:
-        """Tables while the run goes on: the in-place line is erased first, the next tick redraws it."""
+    def show_tables(self, report: dict[str, Any], heading: str, running: bool = False) -> None:
+        """Tables while the run goes on: the in-place line is erased first, the next tick redraws it.
+        ``running``: a snapshot of the run so far (the overview says "Now", not "Ended")."""
         if self.progress is not None:
             self.progress.clear()
-        print_tables(report, heading)
+        print_tables(report, heading, running)
 
     def close(self) -> None:
         if self._log_filter is not None:

@@ -6,6 +6,7 @@ a plain line is printed at most every ``interval_s`` seconds so logs stay short.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +45,30 @@ def format_progress(
     return " | ".join(parts)
 
 
+def terminal_columns(stream: TextIO) -> int:
+    """Width of the terminal ``stream`` writes to: ``$COLUMNS`` if set, else asked of the
+    stream itself (stdout may be a pipe while stderr is the terminal); 0 when unknown."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def fit(line: str, columns: int) -> str:
+    """``line`` cut to fit ``columns - 1`` characters: a line that wrapped would leave its first
+    part behind at each rewrite (``\r`` returns to the start of the last row only).
+    ``columns`` 0 means the width is unknown (a terminal that reports none): nothing is cut."""
+    if columns <= 0:
+        return line
+    width = max(columns - 1, 10)
+    if len(line) <= width:
+        return line
+    return line[: width - 3] + "..."
+
+
 class ProgressLine:
     def __init__(
         self,
@@ -51,6 +76,7 @@ class ProgressLine:
         tty: bool | None = None,
         interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        columns: Callable[[], int] | None = None,
     ) -> None:
         self.stream: TextIO = stream if stream is not None else sys.stderr
         if tty is None:
@@ -59,6 +85,8 @@ class ProgressLine:
         self.tty = tty
         self.interval_s = interval_s
         self._clock = clock
+        # The terminal's width, asked at each update (a window can be resized during a run).
+        self._columns = columns or (lambda: terminal_columns(self.stream))
         self._last_plain: float | None = None
         self._held: str | None = None  # the newest plain line the throttle held back
         self._on_line = False  # a TTY line is showing and the cursor sits at its end
@@ -74,7 +102,7 @@ class ProgressLine:
             self._held = None
         try:
             if self.tty:
-                self.stream.write(f"\r{line}{CLEAR_TO_END}")
+                self.stream.write(f"\r{fit(line, self._columns())}{CLEAR_TO_END}")
                 self._on_line = True
             else:
                 self.stream.write(line + "\n")

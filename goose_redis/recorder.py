@@ -13,19 +13,24 @@ import orjson
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    from .eventlogs import EventLogs
     from .user import Response, User
 
 
 class Recorder:
-    def __init__(self, metrics: Metrics, request_log: IO[bytes] | None = None, origin: float = 0.0) -> None:
+    def __init__(self, metrics: Metrics, request_log: IO[bytes] | None = None, origin: float = 0.0,
+                 events: EventLogs | None = None) -> None:  # fmt: skip
         self.metrics = metrics
         self.request_log = request_log
         self.origin = origin  # epoch of the run start; request-log "elapsed" counts from here
+        self.events = events  # --transaction-log, --scenario-log, --error-log (None: no cost)
 
     def request(self, resp: Response, user: User) -> None:
         m = self.metrics
         m.request_row(resp.method, resp.name).record(resp.elapsed_ms, resp.success, resp.status or None, resp.error)
         m.series.record(resp.started, f"{resp.method} {resp.name}", resp.elapsed_ms, resp.success)
+        if self.events is not None and not resp.success:
+            self.events.request_failed(resp, user, self.origin)
         if self.request_log is not None:
             self.request_log.write(
                 orjson.dumps(
@@ -48,11 +53,15 @@ class Recorder:
             )
 
     def transaction(self, scenario_index: int, transaction_index: int, ms: float, success: bool,
-                    error: str | None) -> None:  # fmt: skip
+                    error: str | None, user: User | None = None) -> None:  # fmt: skip
         self.metrics.transaction_row(scenario_index, transaction_index).record(ms, success, None, error)
+        if self.events is not None:
+            self.events.transaction(user, scenario_index, transaction_index, ms, success, error, self.origin)
 
-    def scenario(self, scenario_index: int, ms: float, success: bool) -> None:
+    def scenario(self, scenario_index: int, ms: float, success: bool, user: User | None = None) -> None:
         self.metrics.scenario_row(scenario_index).record(ms, success, None, None)
+        if self.events is not None:
+            self.events.scenario(user, scenario_index, ms, success, self.origin)
 
     def backfill(self, resp: Response, samples: list[float]) -> None:
         """Coordinated-omission mitigation: what a steady client would also have measured."""

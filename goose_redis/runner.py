@@ -337,7 +337,7 @@ class Runner:
             if wait is not None and wait[1] > 0 and await self._pause(run, random.uniform(*wait)):
                 return False
         ms = (time.perf_counter() - t0) * 1000.0
-        self.recorder.scenario(planned.index, ms, not failed)
+        self.recorder.scenario(planned.index, ms, not failed, user)
         if cadence is not None:
             expected = cadence.finish_pass(ms)
             if expected is not None and user.slowest is not None:
@@ -383,7 +383,7 @@ class Runner:
         ms = (time.perf_counter() - t0) * 1000.0
         failed = user.flush()
         success = error is None and not failed
-        self.recorder.transaction(planned.index, ti, ms, success, error)
+        self.recorder.transaction(planned.index, ti, ms, success, error, user)
         return success
 
     # -- the open model ------------------------------------------------------------

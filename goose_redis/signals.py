@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
+
+from .logs import NOTICE
+
+log = logging.getLogger("goose_redis")
 
 
 def install_stop_handlers(on_stop: Callable[[str], None]) -> None:
@@ -14,13 +18,13 @@ def install_stop_handlers(on_stop: Callable[[str], None]) -> None:
     hits = {"n": 0}
 
     def handler(signame: str) -> None:
+        # Logged, not written raw: the line gets a timestamp like every other, and the
+        # live progress line is cleared before it.
         hits["n"] += 1
         if hits["n"] > 1:
-            sys.stderr.write(f"\n{signame} again: exiting now without reports\n")
-            sys.stderr.flush()
+            log.warning("%s again: exiting now without reports", signame)
             os._exit(130)
-        sys.stderr.write(f"\n{signame} received: stopping gracefully (press Ctrl-C again to exit now)\n")
-        sys.stderr.flush()
+        log.log(NOTICE, "%s received: stopping gracefully (press Ctrl-C again to exit now)", signame)
         on_stop(signame)
 
     for sig in (signal.SIGINT, signal.SIGTERM):

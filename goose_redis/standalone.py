@@ -8,6 +8,7 @@ import time
 from typing import IO, Any
 
 from .config import Config
+from .eventlogs import EventLogs
 from .logs import NOTICE
 from .metrics import Metrics
 from .output import LiveView, finish
@@ -57,7 +58,8 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
             # Opened once before the run; writes are buffered, so the loop never waits on disk.
             request_log = stack.enter_context(open(config.request_log, "wb"))  # noqa: ASYNC230
         start_at = time.time()
-        recorder = Recorder(metrics, request_log, origin=start_at)
+        events = EventLogs.open(config, load_test, stack)
+        recorder = Recorder(metrics, request_log, origin=start_at, events=events)
         options = RunOptions(
             host=config.host,
             timeout_s=config.timeout_s,

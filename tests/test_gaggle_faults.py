@@ -63,8 +63,11 @@ def test_kill_9_of_a_worker_is_noticed_and_the_rest_carry_on(
     assert manager.returncode is None and survivor.returncode is None
 
     manager.send_signal(signal.SIGINT)
-    finish(manager, [survivor], timeout=40)
+    finish(manager, [survivor], timeout=40, manager_code=3)  # it knows worker 2's last deltas are missing
     report = gaggle.report()
+    assert report["integrity"]["complete"] is False
+    assert any("worker 2" in p and "lost" in p for p in report["integrity"]["problems"])
+    assert "INCOMPLETE" in manager.stdout.text()
     rows = {s["index"]: s for s in report["workers"]}
     assert rows[2]["requests"] == kept  # the lost Worker's earlier metrics stay in the report
     assert rows[2].get("state", "lost") == "lost"

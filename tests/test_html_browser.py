@@ -7,12 +7,13 @@ The Chromium plumbing is shared with the end-to-end report tests: ``tests/suppor
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from support.browser import charts_in, chromium_binary, console_lines, outside_refs, png_size, run_chromium
-from support.report_samples import sample_report
+from support.report_samples import full_report, sample_report
 
 from goose_redis.report.html import render_html
 
@@ -67,3 +68,26 @@ def test_screenshot(tmp_path: Path, report_page: Path) -> None:
         shutil.copyfile(shot, SHOT_COPY)
     except OSError:
         pass  # the copy is a convenience for humans, not part of the check
+
+
+def test_full_report_renders_with_hover_titles(tmp_path: Path) -> None:
+    """Every later addition (plan bands, event markers, sizes, corrected figures, exceptions)
+    renders in Chromium, and each chart carries its hover titles in the live DOM."""
+    page = tmp_path / "full.html"
+    page.write_text(render_html(full_report()), encoding="utf-8")
+    proc = run_chromium(tmp_path, page.as_uri(), "--dump-dom")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    charts = charts_in(dom)
+    assert [c.key for c in charts] == ["users", "throughput", "latency", "rows"]
+    for chart in charts:
+        assert chart.drew, chart.key
+        hover = re.search(r'<g class="hover">(.*?)</g>', chart.body, re.S)
+        assert hover is not None, chart.key
+        assert len(re.findall(r"<rect [^>]*><title>\d\d:\d\d[ \n]", hover.group(1))) == 60, chart.key
+        assert 'class="marker"' in chart.body and "band-maintain" in chart.body
+    for text in ("Exceptions", "KeyError", "Avg size", "Corrected for coordinated omission", "Test plan",
+                 "Dropped iterations"):  # fmt: skip
+        assert text in dom, text
+    assert outside_refs(dom) == [] and "<script" not in dom
+    assert console_lines(proc.stderr, page) == []

@@ -195,9 +195,11 @@ def _num(cell: str) -> float | None:
 
 
 def test_csv_paths_follow_the_naming_rule() -> None:
+    # The file asked for holds the requests table; the others sit beside it.
     assert csv_paths("out/run.csv") == {
-        "requests": "out/run-requests.csv", "transactions": "out/run-transactions.csv",
+        "requests": "out/run.csv", "transactions": "out/run-transactions.csv",
         "scenarios": "out/run-scenarios.csv", "series": "out/run-series.csv", "errors": "out/run-errors.csv",
+        "exceptions": "out/run-exceptions.csv",
     }
     assert csv_paths("run.CSV")["series"] == "run-series.csv"
     assert csv_paths("run")["errors"] == "run-errors.csv"
@@ -207,16 +209,17 @@ def test_csv_numbers_equal_the_report(tmp_path: Path) -> None:
     r = sample_report()
     written = write_csv(r, str(tmp_path / "out.csv"))
     assert [Path(p).name for p in written] == [
-        "out-requests.csv", "out-transactions.csv", "out-scenarios.csv", "out-series.csv", "out-errors.csv"]
+        "out.csv", "out-transactions.csv", "out-scenarios.csv", "out-series.csv", "out-errors.csv",
+        "out-exceptions.csv"]
 
     rows = _read_csv(written[0])
     assert [row["name"] for row in rows] == [x["name"] for x in r["requests"]] + ["Aggregated"]
     for row, src in zip(rows, [*r["requests"], r["aggregated"]], strict=True):
         assert row["method"] == src["method"]
         for key in ("count", "fail_count", "fail_pct", "rps", "fail_ps", "mean_ms", "min_ms", "max_ms", "median_ms"):
-            assert _num(row[key]) == src[key], key
+            assert _num(row[key]) == round(src[key], 3), key
         for key, value in src["percentiles_ms"].items():
-            assert _num(row[f"p{key}_ms"]) == value
+            assert _num(row[f"p{key}_ms"]) == round(value, 3)
         codes = dict(pair.split(":") for pair in row["status_codes"].split(";"))
         assert {k: int(v) for k, v in codes.items()} == src["status_codes"]
     assert rows[-1]["status_codes"] == "0:6;200:4767;302:2;404:23"
@@ -227,7 +230,7 @@ def test_csv_numbers_equal_the_report(tmp_path: Path) -> None:
 
     sc = _read_csv(written[2])
     assert [(s["name"], int(s["users"]), _num(s["mean_ms"])) for s in sc] == [
-        (x["name"], x["users"], x["mean_ms"]) for x in r["scenarios"]]
+        (x["name"], x["users"], round(x["mean_ms"], 3)) for x in r["scenarios"]]
 
     series = _read_csv(written[3])
     points = r["series"]["points"]
@@ -246,7 +249,7 @@ def test_csv_numbers_equal_the_report(tmp_path: Path) -> None:
 
 def test_csv_of_empty_report(tmp_path: Path) -> None:
     written = write_csv(empty_report(), str(tmp_path / "e.csv"))
-    assert len(written) == 5
+    assert len(written) == 6
     rows = _read_csv(written[0])
     assert len(rows) == 1 and rows[0]["name"] == "Aggregated" and rows[0]["mean_ms"] == ""
     assert _read_csv(written[3]) == []
@@ -329,7 +332,8 @@ def test_write_reports_writes_every_format(tmp_path: Path) -> None:
     r = sample_report()
     paths = [str(tmp_path / n) for n in ("r.json", "r.html", "r.md", "sub/r.csv")]
     written = write_reports(r, paths)
-    assert written[:3] == paths[:3] and len(written) == 8
+    assert written[:3] == paths[:3] and len(written) == 9
+    assert written[3] == paths[3]  # r.csv itself: the file asked for exists
     raw = (tmp_path / "r.json").read_bytes()
     assert orjson.loads(raw) == r
     assert raw.startswith(b'{\n  "schema": 1,\n  "version"')  # two-space indent, the dict's key order
@@ -341,7 +345,7 @@ def test_write_reports_writes_every_format(tmp_path: Path) -> None:
 
 def test_write_reports_of_empty_report(tmp_path: Path) -> None:
     paths = [str(tmp_path / n) for n in ("e.json", "e.html", "e.md", "e.csv")]
-    assert len(write_reports(empty_report(), paths)) == 8
+    assert len(write_reports(empty_report(), paths)) == 9
     assert schema_validator().is_valid(orjson.loads((tmp_path / "e.json").read_bytes()))
 
 
@@ -357,13 +361,14 @@ def test_chart_axes_on_a_long_run() -> None:
     page = render_html(r)
     svg = dict((m.group(1), m.group(0)) for m in SVG_RE.finditer(page))["throughput"]
     ticks = re.findall(r'class="tick"[^>]*>([^<]+)<', svg)
-    assert ticks[:6] == ["0", "2.5k", "5k", "7.5k", "10k", "12.5k"]
-    assert ticks[6:] == ["00:00", "15:00", "30:00", "45:00", "1:00:00", "1:15:00", "1:30:00", "1:45:00"]
+    assert ticks[:4] == ["0", "5k", "10k", "15k"]
+    assert ticks[4:] == ["00:00", "15:00", "30:00", "45:00", "1:00:00", "1:15:00", "1:30:00", "1:45:00"]
     latency = dict((m.group(1), m.group(0)) for m in SVG_RE.finditer(page))["latency"]
     assert len(PATH_RE.findall(latency)) == 2 + 36  # p99 is broken at each missing value
 
 
 def test_svg_steps() -> None:
-    assert [nice_step(s) for s in (0.3, 8, 100, 125, 12000)] == [0.1, 2, 20, 25, 2500]
+    # 1-2-5 steps only: every tick a round number.
+    assert [nice_step(s) for s in (0.3, 8, 10, 12.5, 100, 125, 12000)] == [0.1, 2, 2, 5, 20, 50, 5000]
     assert [time_step(s) for s in (7, 59, 600, 7200)] == [1.0, 10.0, 120.0, 900.0]
     assert fmt_tick(0.25, 0.05) == "0.25" and fmt_tick(1500, 500) == "1,500" and fmt_tick(0, 500, True) == "0"

@@ -272,16 +272,17 @@ def check_formats_agree(run: Run) -> dict[str, Any]:
     assert agg["fail_count"] == rows["GET /status/404"]["count"] + rows["GET /status/500"]["count"] > 0
     assert rows["GET /status/404"]["status_codes"] == {"404": rows["GET /status/404"]["count"]}
 
-    # CSV: the same figures, unformatted (floats written as repr read back exactly).
+    # CSV: the same figures, rounded to 3 decimals; the requests table is the .csv asked for.
+    assert csv_paths(str(run.stem) + ".csv")["requests"] == str(run.stem) + ".csv"
     csv_rows = {f"{r['method']} {r['name']}".strip(): r for r in run.csv("requests")}
     assert set(csv_rows) == set(rows)
     for key, r in rows.items():
         c = csv_rows[key]
         assert (int(c["count"]), int(c["fail_count"])) == (r["count"], r["fail_count"]), key
         for field in ("fail_pct", "rps", "fail_ps", "mean_ms", "min_ms", "max_ms", "median_ms"):
-            assert _num(c[field]) == r[field], (key, field)
+            assert _num(c[field]) == round(r[field], 3), (key, field)
         for p, v in r["percentiles_ms"].items():
-            assert _num(c[f"p{p}_ms"]) == v, (key, p)
+            assert _num(c[f"p{p}_ms"]) == round(v, 3), (key, p)
     for family in ("transactions", "scenarios"):
         assert [(c["name"], int(c["count"]), int(c["fail_count"])) for c in run.csv(family)] == [
             (r["name"], r["count"], r["fail_count"]) for r in rep[family]
@@ -358,7 +359,9 @@ def check_series(run: Run) -> dict[str, Any]:
     assert [(int(r["measured_requests"]), int(r["measured_failures"])) for r in csv_points] == [
         (p["measured_requests"], p["measured_failures"]) for p in points
     ]
-    assert [_num(r["p95_ms"]) for r in csv_points] == [p["p95_ms"] for p in points]
+    assert [_num(r["p95_ms"]) for r in csv_points] == [
+        None if p["p95_ms"] is None else round(p["p95_ms"], 3) for p in points
+    ]
     per_row = [r for r in run.csv("series") if r["name"] != "Aggregated"]
     assert len(per_row) == sum(len(p["rows"]) for p in points)
     return rep
@@ -417,6 +420,13 @@ def test_running_metrics_standalone(reset_run: Run) -> None:
     assert "=== PER REQUEST METRICS ===" in after.split("=== RUNNING METRICS", 1)[0]
     # Intermediate tables, then the final ones last.
     assert reset_run.stdout.rindex("=== RUNNING METRICS") < reset_run.stdout.rindex("=== OVERVIEW ===")
+    # A snapshot says "Now", not "Ended", and has no "stop" phase while the run goes on.
+    for block in reset_run.stdout.split("=== RUNNING METRICS")[1:]:
+        overview = block.split("=== OVERVIEW ===", 1)[1].split("===", 1)[0]
+        assert "Now:" in overview and "Ended:" not in overview, overview
+        assert not re.search(r"^ stop ", overview, re.M), overview
+    final = reset_run.stdout.rsplit("=== OVERVIEW ===", 1)[1]
+    assert "Ended:" in final and re.search(r"^ stop ", final, re.M)
 
 
 def test_quiet_silences_progress(no_reset_run: Run) -> None:
@@ -532,6 +542,17 @@ def test_gaggle_progress_and_running_metrics(gaggle_run: Run) -> None:
     headings = re.findall(r"=== RUNNING METRICS \((\d+)s\) ===", gaggle_run.stdout)
     assert len(headings) >= 1, gaggle_run.stdout[:2000]
     assert "=== PER REQUEST METRICS ===" in gaggle_run.stdout.split("=== RUNNING METRICS", 1)[1]
+
+
+def test_gaggle_ramp_up_tables_show_the_workers_ramp_up(gaggle_run: Run) -> None:
+    """The RAMP-UP section's per-worker table counts the ramp-up, like the tables above it."""
+    ramp = gaggle_run.stdout.split("=== RAMP-UP METRICS ===", 1)[1].split("=== OVERVIEW ===", 1)
+    ramp_total = _count(console_tables(ramp[0] + "\n\n")[0]["Aggregated"][0])
+    workers = [line.split("|") for line in ramp[1].split("\n\n", 1)[0].splitlines() if re.match(r" \d: ", line)]
+    assert len(workers) == 2, ramp[1]
+    assert sum(_count(w[3]) for w in workers) == ramp_total > 0
+    rep = gaggle_run.report
+    assert sum(w["all_requests"] - w["requests"] for w in rep["workers"]) == ramp_total
 
 
 @pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (apt-get install -y chromium)")

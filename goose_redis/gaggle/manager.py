@@ -38,7 +38,6 @@ log = logging.getLogger("goose_redis.gaggle.manager")
 
 START_LEAD_S = 1.0  # Workers poll every 0.25 s: all see the start time before it comes
 
-
 class Manager:
     def __init__(self, config: Config, load_test: LoadTest, link: RedisLink) -> None:
         self.config = config

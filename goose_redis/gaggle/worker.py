@@ -9,6 +9,7 @@ move with the gaggle's), push metric deltas until they are acknowledged
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -19,6 +20,7 @@ from typing import IO, Any
 from redis.exceptions import RedisError
 
 from ..config import Config
+from ..eventlogs import EventLogs
 from ..logs import NOTICE, set_prefix
 from ..metrics import Metrics
 from ..recorder import Recorder
@@ -63,6 +65,7 @@ class Worker:
         self.shape_epoch = -1
         self.start_at = 0.0
         self._tell_task: asyncio.Task[None] | None = None
+        self.event_logs = contextlib.ExitStack()  # --transaction-log, --scenario-log, --error-log; closed in run()
 
     @property
     def label(self) -> str:
@@ -150,6 +153,7 @@ class Worker:
             await self._unregister()
             if self.request_log is not None:
                 self.request_log.close()
+            self.event_logs.close()
 
     async def register(self) -> None:
         async with self.link.client.pipeline(transaction=False) as p:
@@ -301,7 +305,9 @@ class Worker:
                              own_end=False, co_mitigation=a.co_mitigation)  # fmt: skip
         if self.config.request_log:  # each Worker keeps its own request log, on its own host
             self.request_log = open(self.config.request_log, "wb")  # noqa: SIM115 - closed in run()
-        self.runner = Runner(self.load_test, options, Recorder(self.metrics, self.request_log), msg.shape(),
+        events = EventLogs.open(self.config, self.load_test, self.event_logs)  # local to this Worker too
+        recorder = Recorder(self.metrics, self.request_log, events=events)
+        self.runner = Runner(self.load_test, options, recorder, msg.shape(),
                              self._slot_of(msg))  # fmt: skip
         self.shape_epoch = msg.epoch
 

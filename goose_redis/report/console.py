@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from goose_redis.report.fmt import (
+    CO_COLUMNS,
     PERCENTILES,
+    co_pair,
+    co_rows,
+    duration_text,
+    exceptions,
     fail_pct,
     fmt_fails,
     fmt_int,
@@ -18,6 +23,7 @@ from goose_redis.report.fmt import (
     fmt_timestamp,
     grouped_transactions,
     percentile,
+    plan_rows,
     request_label,
     truncate,
 )
@@ -161,11 +167,15 @@ def _transactions(report: Mapping[str, Any]) -> list[str]:
     def label(n: int, r: Mapping[str, Any]) -> str:
         return f"  {n}: {r.get('name', '')}"
 
+    agg: Mapping[str, Any] = report.get("aggregated_transactions") or {}
+
     def lines_of(cells: Cells) -> list[Line]:
         lines: list[Line] = []
         for s_num, s_name, rows in groups:
             lines.append(f"{s_num}: {s_name}")
             lines += [[label(n, r), *cells(r)] for n, r in rows]
+        if agg:
+            lines += [SEP, ["Aggregated", *cells(agg)]]
         return lines
 
     tables = _families(lines_of, ["# times run", "# fails", "trans/s", "fail/s"])
@@ -190,6 +200,34 @@ def _scenarios(report: Mapping[str, Any]) -> list[str]:
     return out + _render_tables(tables, _name_width(labels))
 
 
+def _corrected(report: Mapping[str, Any]) -> list[str]:
+    """Coordinated-omission corrected figures beside the raw ones, when the run corrected any."""
+    pairs = co_rows(report)
+    if not pairs:
+        return []
+    labels = [request_label(r) for r, _ in pairs]
+    lines: list[Line] = [
+        [label, fmt_int(co.get("synthetic", 0)), *[co_pair(r, co, key) for _, key in CO_COLUMNS]]
+        for label, (r, co) in zip(labels, pairs, strict=True)
+    ]
+    mode = str(report.get("co_mitigation") or "")
+    caption = f"Raw / corrected for coordinated omission{f' (--co-mitigation {mode})' if mode else ''}, in ms:"
+    table = Table(["Name", "synthetic", *[label for label, _ in CO_COLUMNS]], lines, caption=caption)
+    return _section("COORDINATED OMISSION") + _render_tables([table], _name_width(labels))
+
+
+def _exceptions(report: Mapping[str, Any]) -> list[str]:
+    found = exceptions(report)
+    if not found:
+        return []
+    labels = [e["error"] for e in found]
+    width = min(72, max(NAME_MIN, max(len(s) for s in labels)))
+    lines: list[Line] = [
+        [e["error"], f"{e['scenario']}: {e['transaction']}", fmt_int(e["count"])] for e in found
+    ]
+    return _section("EXCEPTIONS") + _render_tables([Table(["Exception", "Transaction", "Count"], lines, left=2)], width)
+
+
 def _errors(report: Mapping[str, Any]) -> list[str]:
     errors: list[Mapping[str, Any]] = list(report.get("errors") or [])
     if not errors:
@@ -203,7 +241,7 @@ def _errors(report: Mapping[str, Any]) -> list[str]:
     return _section("ERRORS") + _render_tables([Table(["Error", "Request", "Count"], lines, left=2)], width)
 
 
-def _overview(report: Mapping[str, Any]) -> list[str]:
+def _overview(report: Mapping[str, Any], running: bool = False) -> list[str]:
     workers: list[Mapping[str, Any]] = list(report.get("workers") or [])
     mode = str(report.get("mode", "standalone"))
     if workers:
@@ -222,9 +260,12 @@ def _overview(report: Mapping[str, Any]) -> list[str]:
         ("Users", users),
         ("Limit", ", ".join(limits) or "none"),
         ("Started", fmt_timestamp(report.get("started_at"))),
-        ("Ended", fmt_timestamp(report.get("ended_at"))),
-        ("Duration", fmt_seconds(report.get("duration_s"))),
+        # A running report is a snapshot: its end is the moment it was taken.
+        ("Now" if running else "Ended", fmt_timestamp(report.get("ended_at"))),
+        ("Duration", duration_text(report, running)),
     ]
+    if "dropped_iterations" in report:
+        pairs.append(("Dropped", f"{fmt_int(report.get('dropped_iterations'))} iterations (due when no user was free)"))
     if report.get("metrics_reset"):
         pairs.append(("Metrics", "reset when all users were launched"))
     out = _section("OVERVIEW")
@@ -232,6 +273,9 @@ def _overview(report: Mapping[str, Any]) -> list[str]:
     out += [f" {(k + ':').ljust(key_w)} {v}" for k, v in pairs]
 
     tables = []
+    steps = plan_rows(report)
+    if steps:
+        tables.append(Table(["Step", "Action", "Users", "Started", "Duration"], list(steps), left=4))
     phases: list[Mapping[str, Any]] = list(report.get("phases") or [])
     if phases:
         lines: list[Line] = [
@@ -259,10 +303,14 @@ def _overview(report: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def render_tables(report: Mapping[str, Any]) -> str:
-    """Every section of the end-of-run console report, as one string ending in a newline."""
-    out = _scenarios(report) + _transactions(report) + _requests(report) + _errors(report)
-    out += _overview(report)
+def render_tables(report: Mapping[str, Any], running: bool = False) -> str:
+    """Every section of the console report, as one string ending in a newline.
+
+    ``running``: a snapshot while the run goes on (``--running-metrics``): the overview
+    says "Now" where a finished run says "Ended".
+    """
+    out = _scenarios(report) + _transactions(report) + _requests(report) + _corrected(report)
+    out += _exceptions(report) + _errors(report) + _overview(report, running)
     out += _verdict(report)
     return "\n".join(out).lstrip("\n") + "\n"
 

@@ -1,9 +1,10 @@
 """Report dict -> CSV files, one per table family.
 
-Naming rule: the ``.csv`` suffix of the given path is replaced by ``-<family>.csv``,
-so ``--report-file out.csv`` writes
+Naming rule: the path asked for holds the requests table, and every other family is
+written beside it, its name the path's ``.csv`` suffix replaced by ``-<family>.csv``.
+So ``--report-file out.csv`` writes
 
-* ``out-requests.csv``      one row per request, then the ``Aggregated`` row last
+* ``out.csv``               one row per request, then the ``Aggregated`` row last
 * ``out-transactions.csv``  one row per transaction (with its scenario)
 * ``out-scenarios.csv``     one row per scenario
 * ``out-series.csv``        one row per series point per request row, plus ``Aggregated``
@@ -11,13 +12,14 @@ so ``--report-file out.csv`` writes
                             ``measured_*`` columns)
 * ``out-errors.csv``        one row per distinct error
 * ``out-thresholds.csv``    one row per ``--threshold`` (only for a run with thresholds)
+* ``out-exceptions.csv``    one row per distinct exception raised by a transaction
 
-A path without a ``.csv`` suffix is used whole as the stem (``out`` -> ``out-requests.csv``).
-Every file is written, with its header, even when it has no data rows.
+A path without a ``.csv`` suffix is used whole as the stem of the others (``out`` ->
+``out-transactions.csv``). Every file is written, with its header, even when it has no data rows.
 
-Numbers are written unformatted (``repr`` of the float, no thousands separator);
-a missing value (``null`` in the report) is an empty cell. Status codes are
-``code:count`` pairs joined by ``;`` (``200:12;404:1``).
+Numbers are rounded for reading: every float (milliseconds, rates, percentages, mean sizes)
+to 3 decimals; no thousands separator. A missing value (``null`` in the report) is an
+empty cell. Status codes are ``code:count`` pairs joined by ``;`` (``200:12;404:1``).
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from goose_redis.report.fmt import PERCENTILES, status_code_items
+from goose_redis.report.fmt import PERCENTILES, exceptions, status_code_items
 
 Row = Mapping[str, Any]
 
-FAMILIES = ("requests", "transactions", "scenarios", "series", "errors")
+FAMILIES = ("requests", "transactions", "scenarios", "series", "errors", "exceptions")
+DECIMALS = 3  # ms, rates, percentages
 
 # Row fields copied as they are, then the percentiles flattened to p50_ms .. p99.9_ms.
 ROW_FIELDS = ["count", "fail_count", "fail_pct", "rps", "fail_ps", "mean_ms", "min_ms", "max_ms", "median_ms"]
 STAT_COLUMNS = [*ROW_FIELDS, *[f"p{key}_ms" for key, _ in PERCENTILES]]
-REQUEST_COLUMNS = ["name", "method", *STAT_COLUMNS, "status_codes"]
+REQUEST_COLUMNS = ["name", "method", *STAT_COLUMNS, "status_codes", "bytes", "mean_bytes"]
 TRANSACTION_COLUMNS = ["name", "scenario", *STAT_COLUMNS]
 SCENARIO_COLUMNS = ["name", "users", *STAT_COLUMNS]
 SERIES_COLUMNS = [
@@ -54,19 +57,22 @@ SERIES_COLUMNS = [
     "measured_failures",
 ]
 ERROR_COLUMNS = ["method", "name", "error", "count"]
+EXCEPTION_COLUMNS = ["scenario", "transaction", "error", "count"]
 
 
 def csv_paths(path: str) -> dict[str, str]:
     """The file each family is written to, by the naming rule above."""
     stem = path[:-4] if path.lower().endswith(".csv") else path
-    return {family: f"{stem}-{family}.csv" for family in FAMILIES}
+    return {family: path if family == "requests" else f"{stem}-{family}.csv" for family in FAMILIES}
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, decimals: int | None = DECIMALS) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and decimals is not None:
+        return str(round(value, decimals))
     return str(value)
 
 
@@ -118,13 +124,14 @@ def _series_rows(report: Mapping[str, Any]) -> list[list[str]]:
 
 
 def write_csv(report: Mapping[str, Any], path: str) -> list[str]:
-    """Write the five CSV files for ``path``; returns their paths in ``FAMILIES`` order."""
+    """Write the CSV files for ``path`` (requests there, the rest beside it); returns them in ``FAMILIES`` order."""
     paths = csv_paths(path)
     Path(paths["requests"]).parent.mkdir(parents=True, exist_ok=True)
 
     def request(r: Row) -> list[str]:
         codes = status_codes_cell(r.get("status_codes"))
-        return [_cell(r.get("name")), _cell(r.get("method")), *_stats(r), codes]
+        sizes = [_cell(r.get("bytes")), _cell(r.get("mean_bytes"))]
+        return [_cell(r.get("name")), _cell(r.get("method")), *_stats(r), codes, *sizes]
 
     rows = [request(r) for r in report.get("requests") or []]
     agg: Row | None = report.get("aggregated")
@@ -152,6 +159,11 @@ def write_csv(report: Mapping[str, Any], path: str) -> list[str]:
             [_cell(e.get("method")), _cell(e.get("name")), _cell(e.get("error")), _cell(e.get("count"))]
             for e in report.get("errors") or []
         ],
+    )
+    _write(
+        paths["exceptions"],
+        EXCEPTION_COLUMNS,
+        [[_cell(e[c]) for c in EXCEPTION_COLUMNS] for e in exceptions(report)],
     )
     return [paths[f] for f in FAMILIES] + _write_thresholds(report, path)
 

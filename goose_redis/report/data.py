@@ -133,8 +133,10 @@ def build_report(metrics: Metrics, load_test: LoadTest, info: RunInfo) -> dict[s
         aggregated["co"] = co_dict(total, synthetic)
     else:
         aggregated["co"] = None
+    all_transactions = RowStats()
     transactions = []
     for (si, ti), row in sorted(metrics.transactions.items()):
+        all_transactions.merge(row)
         scenario, tx = _transaction_name(load_test, si, ti)
         d = row_dict(tx, row, duration)
         d.update(scenario=scenario, scenario_index=si, transaction_index=ti)
@@ -198,6 +200,7 @@ def build_report(metrics: Metrics, load_test: LoadTest, info: RunInfo) -> dict[s
         "transactions": transactions,
         "requests": requests,
         "aggregated": aggregated,
+        "aggregated_transactions": row_dict("Aggregated", all_transactions, duration),
         "errors": errors,
         "series": {
             "interval_s": series.interval_s,
@@ -208,12 +211,16 @@ def build_report(metrics: Metrics, load_test: LoadTest, info: RunInfo) -> dict[s
 
 
 def phases_of(started: float, ramp_done: float | None, stopping: float | None, ended: float) -> list[Phase]:
-    """Goose's phases from the moments a run passed through."""
-    phases = []
-    steady_from = ramp_done if ramp_done is not None else None
-    stop_from = stopping if stopping is not None else ended
-    phases.append(Phase("ramp-up", started, min(steady_from or stop_from, stop_from)))
-    if steady_from is not None and steady_from < stop_from:
-        phases.append(Phase("steady", steady_from, stop_from))
-    phases.append(Phase("stop", stop_from, ended))
+    """Goose's phases from the moments a run passed through.
+
+    A run that has not begun to stop (a running report) has no "stop" phase: its last
+    phase lasts until ``ended``, the moment of the report.
+    """
+    end_of_load = stopping if stopping is not None else ended
+    ramp_end = min(ramp_done, end_of_load) if ramp_done is not None else end_of_load
+    phases = [Phase("ramp-up", started, ramp_end)]
+    if ramp_done is not None and ramp_done < end_of_load:
+        phases.append(Phase("steady", ramp_done, end_of_load))
+    if stopping is not None:
+        phases.append(Phase("stop", stopping, ended))
     return phases

@@ -171,3 +171,85 @@ def truncate(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     return text[: max(0, width - 3)] + "..."
+
+
+def fmt_bytes(n: float | None) -> str:
+    """A response size: ``512 B``, ``1.5 kB``, ``2.3 MB`` (powers of 1000, as HTTP tools print them)."""
+    if n is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def exceptions(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Exceptions raised by transactions, most frequent first: ``[{scenario, transaction, error, count}]``.
+
+    Only an exception gives a transaction row an error text (a transaction failed by its
+    requests has none), so these are the rows' ``errors``.
+    """
+    found = [
+        (int(n), str(row.get("scenario", "")), str(row.get("name", "")), str(text))
+        for row in report.get("transactions") or []
+        for text, n in (row.get("errors") or {}).items()
+    ]
+    found.sort(key=lambda e: (-e[0], e[1], e[2], e[3]))
+    return [{"scenario": sc, "transaction": tx, "error": text, "count": n} for n, sc, tx, text in found]
+
+
+def run_span_s(report: Mapping[str, Any]) -> float | None:
+    """Seconds from ``started_at`` to ``ended_at``."""
+    start, end = parse_iso(report.get("started_at")), parse_iso(report.get("ended_at"))
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()
+
+
+def duration_text(report: Mapping[str, Any], running: bool = False) -> str:
+    """``duration_s``, saying what it measures when that is not simply Ended minus Started:
+    after a metrics reset the rates divide by the time since the reset."""
+    text = fmt_seconds(report.get("duration_s"))
+    span = run_span_s(report)
+    whole = "the run so far" if running else "the whole run"
+    if report.get("metrics_reset"):
+        rest = f"; {whole}: {fmt_seconds(span)}" if span is not None else ""
+        return f"{text} (measured from the metrics reset{rest})"
+    if span is not None and report.get("duration_s") is not None and abs(span - float(report["duration_s"])) >= 0.05:
+        return f"{text} (measured; {whole}: {fmt_seconds(span)})"
+    return text
+
+
+def plan_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    """The test plan's steps as text cells: step, action, users, started, duration."""
+    rows = []
+    for step in report.get("plan") or []:
+        rows.append([
+            str(step.get("step", "")),
+            str(step.get("action", "")),
+            f"{fmt_int(step.get('from'))} -> {fmt_int(step.get('to'))}",
+            fmt_timestamp(step.get("started_at")),
+            fmt_seconds(step.get("duration_s")),
+        ])  # fmt: skip
+    return rows
+
+
+def co_rows(report: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(request row, its ``co`` figures) for rows corrected for coordinated omission, Aggregated last."""
+    rows = [*(report.get("requests") or []), *([report["aggregated"]] if report.get("aggregated") else [])]
+    return [(r, r["co"]) for r in rows if isinstance(r.get("co"), Mapping)]
+
+
+# The corrected figures shown beside the raw ones: (label, raw getter key, co getter key).
+CO_COLUMNS: tuple[tuple[str, str], ...] = (("Avg", "mean"), ("50%", "50"), ("95%", "95"), ("99%", "99"), ("Max", "max"))
+
+
+def co_pair(row: Mapping[str, Any], co: Mapping[str, Any], key: str) -> str:
+    """``raw / corrected`` milliseconds for one ``CO_COLUMNS`` key."""
+    if key == "mean":
+        raw, fixed = row.get("mean_ms"), co.get("mean_ms")
+    elif key == "max":
+        raw, fixed = row.get("max_ms"), co.get("max_ms")
+    else:
+        raw, fixed = percentile(row, key), (co.get("percentiles_ms") or {}).get(key)
+    return f"{fmt_ms(raw)} / {fmt_ms(None if fixed is None else float(fixed))}"

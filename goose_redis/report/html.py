@@ -6,9 +6,16 @@ from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from typing import Any
 
+from goose_redis.report.charts import build_charts
 from goose_redis.report.fmt import (
+    CO_COLUMNS,
     PERCENTILES,
+    co_pair,
+    co_rows,
+    duration_text,
+    exceptions,
     fail_pct,
+    fmt_bytes,
     fmt_fails,
     fmt_int,
     fmt_ms,
@@ -16,19 +23,16 @@ from goose_redis.report.fmt import (
     fmt_seconds,
     fmt_timestamp,
     grouped_transactions,
-    parse_iso,
     percentile,
+    plan_rows,
+    request_label,
     status_code_items,
 )
-from goose_redis.report.svg import Band, Chart, Series, render_chart
+from goose_redis.report.svg import render_chart
 from goose_redis.thresholds import measured_text
 from goose_redis.verdict import integrity_problems
 
 Row = Mapping[str, Any]
-
-BLUE, RED, GREEN, AMBER, PURPLE = "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed"
-ROW_COLORS = ("#2563eb", "#0891b2", "#7c3aed", "#db2777", "#ca8a04")
-TOP_ROWS = 5
 
 CSS = """
 :root{--fg:#111827;--muted:#6b7280;--line:#e5e7eb;--bg:#f5f6f8;--card:#fff;--accent:#2563eb;--bad:#b91c1c}
@@ -63,6 +67,9 @@ svg.chart .line{fill:none;stroke-width:2;stroke-linejoin:round;stroke-linecap:ro
 svg.chart .area{opacity:.12;stroke:none}
 svg.chart .band{opacity:.5}
 .band-ramp-up{fill:#fef3c7}.band-steady{fill:#dcfce7}.band-stop{fill:#fee2e2}.band-other{fill:#e0e7ff}
+.band-increase{fill:#fef3c7}.band-maintain{fill:#dcfce7}.band-decrease{fill:#fee2e2}
+svg.chart .hover rect{fill:#111827;fill-opacity:0}svg.chart .hover rect:hover{fill-opacity:.07}
+svg.chart .marker line{stroke:#7c3aed;stroke-width:1.5;stroke-dasharray:4 3}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:14px;align-items:start}
 .scroll{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:10px}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
@@ -95,81 +102,6 @@ footer{color:var(--muted);font-size:12px;padding:28px 0 36px}
 
 def _e(value: object) -> str:
     return escape(str(value), quote=True)
-
-
-# ---------------------------------------------------------------- charts
-
-
-def _phase_bands(report: Mapping[str, Any], origin: float) -> list[Band]:
-    bands = []
-    for phase in report.get("phases") or []:
-        dt = parse_iso(phase.get("started_at"))
-        if dt is None:
-            continue
-        start = dt.timestamp() - origin
-        name = str(phase.get("name", ""))
-        css = f"band-{name}" if name in ("ramp-up", "steady", "stop") else "band-other"
-        bands.append(Band(name, start, start + float(phase.get("duration_s") or 0.0), css))
-    return bands
-
-
-def build_charts(report: Mapping[str, Any]) -> list[Chart]:
-    """The four charts of the page, from ``report["series"]``."""
-    series = report.get("series") or {}
-    points: list[Row] = list(series.get("points") or [])
-    interval = float(series.get("interval_s") or 1)
-    origin = float(series.get("started_at") or 0.0)
-    # Each bucket is plotted at its end: that is when its counts are complete.
-    xs = [float(p.get("t", 0.0)) + interval for p in points]
-    x_max = max(xs, default=0.0)
-    bands = _phase_bands(report, origin) if points else []
-
-    def line(key: str) -> list[tuple[float, float | None]]:
-        return [(x, None if p.get(key) is None else float(p[key])) for x, p in zip(xs, points, strict=True)]
-
-    totals: dict[str, int] = {}
-    for p in points:
-        for name, pair in (p.get("rows") or {}).items():
-            totals[name] = totals.get(name, 0) + int(pair[0])
-    top = sorted(totals, key=lambda n: (-totals[n], n))[:TOP_ROWS]
-    row_series = [
-        Series(
-            name,
-            ROW_COLORS[i % len(ROW_COLORS)],
-            [
-                (x, float((p.get("rows") or {}).get(name, (0, 0))[0]) / interval)
-                for x, p in zip(xs, points, strict=True)
-            ],
-        )
-        for i, name in enumerate(top)
-    ]
-    x_min = min(0.0, min(xs, default=0.0) - interval)
-    return [
-        Chart("users", "Active users", "users", [Series("users", BLUE, line("users"), area=True)], x_max, x_min, bands),
-        Chart(
-            "throughput",
-            "Requests per second",
-            "per second",
-            [Series("requests/s", BLUE, line("rps")), Series("failures/s", RED, line("fail_ps"))],
-            x_max,
-            x_min,
-            bands,
-        ),
-        Chart(
-            "latency",
-            "Response time percentiles",
-            "ms",
-            [
-                Series("p50", GREEN, line("p50_ms")),
-                Series("p95", AMBER, line("p95_ms")),
-                Series("p99", RED, line("p99_ms"), dash="5 3"),
-            ],
-            x_max,
-            x_min,
-            bands,
-        ),
-        Chart("rows", f"Requests per second, top {TOP_ROWS} requests", "per second", row_series, x_max, x_min, bands),
-    ]
 
 
 # ---------------------------------------------------------------- tables
@@ -221,6 +153,9 @@ def _requests_section(report: Mapping[str, Any]) -> str:
     rows: list[Row] = list(report.get("requests") or [])
     if not rows:
         return '<p class="empty">No requests were made.</p>'
+    agg: Row | None = report.get("aggregated")
+    # Response sizes came with later reports: the column shows when the rows carry them.
+    sizes = any("mean_bytes" in r for r in [*rows, *([agg] if agg else [])])
 
     def name_cell(r: Row) -> str:
         method = str(r.get("method") or "")
@@ -229,13 +164,34 @@ def _requests_section(report: Mapping[str, Any]) -> str:
 
     def row_html(r: Row, first: str) -> str:
         codes = _codes_html(r.get("status_codes"))
-        return f"<tr>{_stat_cells(r, first)}<td class='text codes'>{codes}</td></tr>"
+        size = f"<td>{_e(fmt_bytes(r.get('mean_bytes')))}</td>" if sizes else ""
+        return f"<tr>{_stat_cells(r, first)}{size}<td class='text codes'>{codes}</td></tr>"
 
     body = [row_html(r, name_cell(r)) for r in rows]
-    agg: Row | None = report.get("aggregated")
     foot = row_html(agg, "<td>" + _e(agg.get("name") or "Aggregated") + "</td>") if agg else ""
-    head = ["Request", *_stat_head("# reqs", "req/s"), "Status codes"]
-    return _table(head, body, foot, last_text=True) + '<p class="note">Response times in milliseconds.</p>'
+    head = ["Request", *_stat_head("# reqs", "req/s"), *(["Avg size"] if sizes else []), "Status codes"]
+    note = "Response times in milliseconds" + ("; Avg size: mean response body received." if sizes else ".")
+    return _table(head, body, foot, last_text=True) + f'<p class="note">{note}</p>' + _corrected_section(report)
+
+
+def _corrected_section(report: Mapping[str, Any]) -> str:
+    """Coordinated-omission corrected figures beside the raw ones (only when the run corrected)."""
+    pairs = co_rows(report)
+    if not pairs:
+        return ""
+    body = [
+        f"<tr><td>{_e(request_label(r))}</td><td>{fmt_int(co.get('synthetic', 0))}</td>"
+        + "".join(f"<td>{_e(co_pair(r, co, key))}</td>" for _, key in CO_COLUMNS)
+        + "</tr>"
+        for r, co in pairs
+    ]
+    mode = report.get("co_mitigation")
+    head = ["Request", "Synthetic", *[f"{label} raw / corrected" for label, _ in CO_COLUMNS]]
+    return (
+        f"<h3 id='co'>Corrected for coordinated omission{f' ({_e(mode)})' if mode else ''}</h3>"
+        + _table(head, body)
+        + '<p class="note">Milliseconds; synthetic: requests added for the ones a stalled user could not send.</p>'
+    )
 
 
 def _transactions_section(report: Mapping[str, Any]) -> str:
@@ -249,7 +205,21 @@ def _transactions_section(report: Mapping[str, Any]) -> str:
         for n, r in rows:
             first = f"<td class=indent>{n}: " + _e(r.get("name", "")) + "</td>"
             body.append(f"<tr>{_stat_cells(r, first)}</tr>")
-    return _table(head, body)
+    agg: Row | None = report.get("aggregated_transactions")
+    foot = f"<tr>{_stat_cells(agg, '<td>Aggregated</td>')}</tr>" if agg else ""
+    return _table(head, body, foot)
+
+
+def _exceptions_section(report: Mapping[str, Any]) -> str:
+    found = exceptions(report)
+    if not found:
+        return '<p class="empty">No transaction raised an exception.</p>'
+    body = [
+        f"<tr><td>{fmt_int(e['count'])}</td><td class=text>{_e(e['scenario'])}: {_e(e['transaction'])}</td>"
+        f"<td class='text wrap'>{_e(e['error'])}</td></tr>"
+        for e in found
+    ]
+    return _table(["Count", "Transaction", "Exception"], body, text_cols=3)
 
 
 def _scenarios_section(report: Mapping[str, Any]) -> str:
@@ -292,12 +262,31 @@ def _overview_section(report: Mapping[str, Any]) -> str:
         ("Limit", ", ".join(limits) or "none"),
         ("Started", fmt_timestamp(report.get("started_at"))),
         ("Ended", fmt_timestamp(report.get("ended_at"))),
-        ("Duration", fmt_seconds(report.get("duration_s"))),
+        ("Duration", duration_text(report)),
         ("Metrics reset after ramp-up", "yes" if report.get("metrics_reset") else "no"),
     ]
+    if "dropped_iterations" in report:
+        pairs.append(("Dropped iterations", f"{fmt_int(report.get('dropped_iterations'))} (due when no user was free)"))
     kv = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in pairs)
     left = f'<div class="scroll"><table class="kv"><tbody>{kv}</tbody></table></div>'
 
+    steps = plan_rows(report)
+    if steps:
+        left += "<h3>Test plan</h3>" + _table(
+            ["Step", "Action", "Users", "Started", "Duration"],
+            ["<tr>" + "".join(f"<td class=text>{_e(c)}</td>" for c in row[:4]) + f"<td>{_e(row[4])}</td></tr>"
+             for row in steps],
+            text_cols=4,
+        )  # fmt: skip
+    events = list(report.get("events") or [])
+    if events:
+        left += "<h3>Control events</h3>" + _table(
+            ["Time", "Command", "Value", "By"],
+            [f"<tr><td>{_e(fmt_seconds(float(ev.get('t') or 0.0)))}</td><td class=text>{_e(ev.get('command', ''))}"
+             f"</td><td class=text>{_e(ev.get('value') if ev.get('value') is not None else '-')}</td>"
+             f"<td class=text>{_e(ev.get('by', ''))}</td></tr>" for ev in events],
+            text_cols=4,
+        )  # fmt: skip
     phases = list(report.get("phases") or [])
     right = "<h3 style='margin-top:0'>Phases</h3>"
     if phases:
@@ -371,6 +360,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         ("requests", "Per request metrics", _requests_section),
         ("transactions", "Per transaction metrics", _transactions_section),
         ("scenarios", "Per scenario metrics", _scenarios_section),
+        ("exceptions", "Exceptions", _exceptions_section),
         ("errors", "Errors", _errors_section),
     ]
     body = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{fn(report)}</section>' for sid, title, fn in sections)

@@ -7,7 +7,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from goose_redis.report.fmt import (
+    CO_COLUMNS,
     PERCENTILES,
+    co_pair,
+    co_rows,
+    duration_text,
+    exceptions,
     fail_pct,
     fmt_fails,
     fmt_int,
@@ -18,6 +23,7 @@ from goose_redis.report.fmt import (
     fmt_timestamp,
     grouped_transactions,
     percentile,
+    plan_rows,
     request_label,
 )
 from goose_redis.thresholds import measured_text
@@ -60,8 +66,8 @@ def _percentiles(r: Row) -> list[str]:
     return [fmt_ms(percentile(r, key)) for key, _ in PERCENTILES] + [fmt_ms(r.get("max_ms"))]
 
 
-TIMING_HEADERS = ["Avg (ms)", "Min", "Max", "Median"]
-PERCENTILE_HEADERS = [label for _, label in PERCENTILES] + ["Max"]
+TIMING_HEADERS = ["Avg (ms)", "Min (ms)", "Max (ms)", "Median (ms)"]
+PERCENTILE_HEADERS = [f"{label} (ms)" for _, label in PERCENTILES] + ["Max (ms)"]
 
 Named = list[tuple[str, Row | None]]  # (escaped label, row); row None = a group heading
 
@@ -97,17 +103,23 @@ def _overview(report: Mapping[str, Any]) -> list[str]:
         ("Limit", ", ".join(limits) or "none"),
         ("Started", fmt_timestamp(report.get("started_at"))),
         ("Ended", fmt_timestamp(report.get("ended_at"))),
-        ("Duration", fmt_seconds(report.get("duration_s"))),
+        ("Duration", duration_text(report)),
         ("Requests", fmt_int(agg.get("count", 0))),
         ("Failures", fmt_fails(int(agg.get("fail_count", 0)), agg.get("fail_pct"))),
         ("Throughput", f"{fmt_rate(agg.get('rps'))} req/s"),
         ("p95 response time", _with_unit(fmt_ms(percentile(agg, "95")), "ms")),
     ]
+    if "dropped_iterations" in report:
+        pairs.append(("Dropped iterations", f"{fmt_int(report.get('dropped_iterations'))} (due when no user was free)"))
     if report.get("metrics_reset"):
         pairs.append(("Metrics", "reset when all users were launched"))
     out = ["## Overview", ""]
     out += _table(["", "Value"], [[f"**{md_cell(k)}**", md_cell(v)] for k, v in pairs], left=2)
 
+    steps = plan_rows(report)
+    if steps:
+        out += ["### Test plan", ""]
+        out += _table(["Step", "Action", "Users", "Started", "Duration"], [[md_cell(c) for c in r] for r in steps], 4)
     phases = list(report.get("phases") or [])
     if phases:
         out += ["### Phases", ""]
@@ -143,6 +155,19 @@ def _overview(report: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _corrected(report: Mapping[str, Any]) -> list[str]:
+    pairs = co_rows(report)
+    if not pairs:
+        return []
+    mode = report.get("co_mitigation")
+    out = [f"Corrected for coordinated omission{f' ({md_cell(mode)})' if mode else ''}: raw / corrected, in ms.", ""]
+    rows = [
+        [md_cell(request_label(r)), fmt_int(co.get("synthetic", 0)), *[co_pair(r, co, key) for _, key in CO_COLUMNS]]
+        for r, co in pairs
+    ]
+    return out + _table(["Name", "Synthetic", *[label for label, _ in CO_COLUMNS]], rows)
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The whole report as one Markdown document."""
     out = ["# goose-redis load test report", ""]
@@ -162,6 +187,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             [[label, md_cell(fmt_status_codes(r.get("status_codes")))] for label, r in named if r is not None],
             left=2,
         )
+        out += _corrected(report)
     else:
         out += ["No requests were made.", ""]
 
@@ -172,6 +198,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         for s_num, s_name, rows in groups:
             named.append((f"**{s_num}: {md_cell(s_name)}**", None))
             named += [(f"&nbsp;&nbsp;{n}: {md_cell(r.get('name', ''))}", r) for n, r in rows]
+        tx_agg: Row | None = report.get("aggregated_transactions")
+        if tx_agg:
+            named.append(("**Aggregated**", tx_agg))
         out += _families(named, ["# times run", "# fails", "trans/s", "fail/s"], _counts)
     else:
         out += ["No transactions were run.", ""]
@@ -187,6 +216,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         )
     else:
         out += ["No scenario iterations were run.", ""]
+
+    found = exceptions(report)
+    if found:
+        out += ["## Exceptions", ""]
+        out += _table(
+            ["Transaction", "Exception", "Count"],
+            [[md_cell(f"{e['scenario']}: {e['transaction']}"), md_cell(e["error"]), fmt_int(e["count"])]
+             for e in found],
+            left=2,
+        )  # fmt: skip
 
     errors = list(report.get("errors") or [])
     out += ["## Errors", ""]

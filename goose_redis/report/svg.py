@@ -1,8 +1,13 @@
-"""Inline SVG line charts, drawn in Python so the HTML report needs no script or download."""
+"""Inline SVG line charts, drawn in Python so the HTML report needs no script or download.
+
+Values show on hover through SVG ``<title>`` elements (the browser's own tooltip): one
+transparent column per plotted time holds every series' value at that time.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 
@@ -16,6 +21,7 @@ MARGIN_BOTTOM = 34
 TITLE_Y = 20
 LEGEND_ROW = 17
 CHAR_W = 6.4  # rough width of one 11px character, for laying out the legend
+MAX_HOVER = 300  # hover columns per chart at most: long runs show every n-th point
 
 
 @dataclass
@@ -36,6 +42,14 @@ class Band:
 
 
 @dataclass
+class Marker:
+    """A moment worth a vertical line (a control command applied during the run)."""
+
+    x: float
+    label: str
+
+
+@dataclass
 class Chart:
     key: str  # data-chart attribute, stable for tests and styling
     title: str
@@ -44,16 +58,18 @@ class Chart:
     x_max: float
     x_min: float = 0.0  # below 0 when buckets start before the series origin
     bands: list[Band] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    hover_unit: str = ""  # after each value in the hover titles: " ms", "/s"
 
 
 def nice_step(span: float, target_ticks: int = 5) -> float:
-    """A 1/2/5 x 10^n step giving about ``target_ticks`` ticks over ``span``."""
+    """A 1/2/5 x 10^n step giving about ``target_ticks`` ticks over ``span``: every tick a round number."""
     if span <= 0:
         return 1.0
     raw = span / target_ticks
     mag = 10 ** math.floor(math.log10(raw))
-    for f in (1, 2, 2.5, 5, 10):
-        if raw <= f * mag:
+    for f in (1, 2, 5, 10):
+        if raw <= f * mag * (1 + 1e-9):
             return f * mag
     return 10 * mag
 
@@ -70,13 +86,25 @@ def time_step(span: float, max_ticks: int = 8) -> float:
 
 
 def fmt_tick(v: float, step: float, thousands: bool = False) -> str:
-    """A y tick label; ``thousands`` (chosen once per axis) writes every tick in k."""
+    """A y tick label with just the decimals ``step`` needs; ``thousands`` (chosen once per axis) writes k."""
     if thousands and v:
-        return f"{v / 1000:,.0f}k" if v % 1000 == 0 else f"{v / 1000:,.1f}k"
+        k = v / 1000
+        return f"{k:,.0f}k" if abs(k - round(k)) < 1e-9 else f"{k:,.1f}k"
     if step >= 1 or v == 0:
         return f"{v:,.0f}"
-    decimals = min(3, max(1, -math.floor(math.log10(step))))
+    decimals = min(6, max(1, -math.floor(math.log10(step) + 1e-9)))
     return f"{v:.{decimals}f}"
+
+
+def fmt_value(v: float | None) -> str:
+    """A value in a hover title: about three significant digits."""
+    if v is None:
+        return "-"
+    if v == 0 or abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}" if abs(v) >= 0.01 else f"{v:.2g}"
 
 
 def _f(v: float) -> str:
@@ -202,6 +230,47 @@ def render_chart(chart: Chart) -> str:
                 continue
             d = "M" + "L".join(f"{_f(a)},{_f(b)}" for a, b in seg)
             out.append(f'<path class="line" d="{d}" stroke="{s.color}"{dash}><title>{escape(s.label)}</title></path>')
+    for m in chart.markers:
+        if chart.x_min <= m.x <= chart.x_max:
+            mx = _f(px(m.x))
+            out.append(
+                f'<g class="marker"><line x1="{mx}" y1="{top}" x2="{mx}" y2="{bottom}"/>'
+                f'<title>{escape(fmt_clock(m.x))} {escape(m.label)}</title></g>'
+            )
+    out += _hover_columns(chart, px, top, plot_h)
     out += legend
     out.append("</svg>")
     return "".join(out)
+
+
+def _hover_columns(chart: Chart, px: Callable[[float], float], top: float, plot_h: float) -> list[str]:
+    """One transparent column per shown time whose ``<title>`` lists every series there."""
+    xs = sorted({x for s in chart.series for x, _ in s.points if chart.x_min <= x <= chart.x_max})
+    if not xs:
+        return []
+    shown = xs[:: max(1, math.ceil(len(xs) / MAX_HOVER))]
+    pos = [px(x) for x in shown]
+    edges = [(a + b) / 2 for a, b in zip(pos, pos[1:], strict=False)]
+    half = (pos[1] - pos[0]) / 2 if len(pos) > 1 else 4.0
+    lefts = [max(MARGIN_LEFT, pos[0] - half), *edges]
+    rights = [*edges, min(WIDTH - MARGIN_RIGHT, pos[-1] + half)]
+    values = [dict(s.points) for s in chart.series]
+    # Each control event is told in the column nearest to it (its line is too thin to hover).
+    events: dict[int, list[str]] = {}
+    for m in chart.markers:
+        if chart.x_min <= m.x <= chart.x_max:
+            nearest = min(range(len(pos)), key=lambda i: abs(pos[i] - px(m.x)))
+            events.setdefault(nearest, []).append(f"event at {fmt_clock(m.x)}: {m.label}")
+    out = ['<g class="hover">']
+    for i, (x, left, right) in enumerate(zip(shown, lefts, rights, strict=True)):
+        # The bucket plotted at x ended at x: name the phase or plan step it fell in.
+        band = next((b.label for b in chart.bands if b.start < x <= b.end), "")
+        lines = [f"{fmt_clock(x)}{f' ({band})' if band else ''}"] + [
+            f"{s.label}: {fmt_value(v.get(x))}{chart.hover_unit}" for s, v in zip(chart.series, values, strict=True)
+        ] + events.get(i, [])
+        out.append(
+            f'<rect x="{_f(left)}" y="{_f(top)}" width="{_f(max(right - left, 0.5))}" height="{_f(plot_h)}">'
+            f"<title>{escape(chr(10).join(lines))}</title></rect>"
+        )
+    out.append("</g>")
+    return out

@@ -31,7 +31,7 @@ def report_format(path: str) -> str:
 
 
 def write_reports(report: Mapping[str, Any], paths: Iterable[str]) -> list[str]:
-    """Write one report per path; returns every file written (a ``.csv`` path writes five, six with thresholds).
+    """Write one report per path; returns every file written (a ``.csv`` path writes one file per table family).
 
     All paths are checked before anything is written, so a bad one leaves no partial output.
     """

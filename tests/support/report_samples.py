@@ -190,3 +190,47 @@ def empty_report() -> dict[str, Any]:
         "aggregated": agg, "errors": [],
         "series": {"interval_s": 1, "started_at": STARTED_EPOCH, "points": []},
     }
+
+
+def full_report() -> dict[str, Any]:
+    """The sample with every later addition filled in: response sizes, coordinated-omission
+    figures, a test plan, control events, dropped iterations, the transactions' Aggregated
+    row and an exception raised by a transaction."""
+    r = sample_report()
+    for row in [*r["requests"], r["aggregated"]]:
+        row["mean_bytes"] = 1536.0 if row["method"] != "POST" else 210.5
+        row["bytes"] = int(row["mean_bytes"] * row["count"])
+        row["co"] = None
+    slow = r["requests"][3]  # POST /user/login, the slowest
+    slow["co"] = {
+        "count": slow["count"] + 40, "synthetic": 40, "mean_ms": 61.0, "max_ms": 900.0, "median_ms": 44.0,
+        "percentiles_ms": {"50": 44.0, "75": 70.0, "90": 120.0, "95": 180.0, "99": 400.0, "99.9": 850.0},
+    }
+    r["aggregated"]["co"] = {
+        "count": r["aggregated"]["count"] + 40, "synthetic": 40, "mean_ms": 12.9, "max_ms": 900.0,
+        "median_ms": 10.6, "percentiles_ms": {"50": 10.6, "75": 15.0, "90": 21.5, "95": 28.0, "99": 47.0,
+                                              "99.9": 120.0},
+    }  # fmt: skip
+    r["co_mitigation"] = "average"
+    tx = r["transactions"]
+    r["aggregated_transactions"] = _row("Aggregated", sum(t["count"] for t in tx), sum(t["fail_count"] for t in tx),
+                                        19.8)  # fmt: skip
+    tx[2]["errors"] = {"KeyError: 'form_build_id'": 4, "TimeoutError: login page": 1}
+    tx[2]["fail_count"] = 5
+    r["test_plan"] = "8,4s;8,52s;0,4s"
+    r["plan"] = [
+        {"step": 1, "action": "increase", "from": 0, "to": 8, "t": 0.0,
+         "started_at": "2026-11-23T15:00:00.000000+00:00", "ended_at": "2026-11-23T15:00:04.000000+00:00",
+         "duration_s": 4.0},
+        {"step": 2, "action": "maintain", "from": 8, "to": 8, "t": 4.0,
+         "started_at": "2026-11-23T15:00:04.000000+00:00", "ended_at": "2026-11-23T15:00:56.000000+00:00",
+         "duration_s": 52.0},
+        {"step": 3, "action": "decrease", "from": 8, "to": 0, "t": 56.0,
+         "started_at": "2026-11-23T15:00:56.000000+00:00", "ended_at": "2026-11-23T15:01:00.000000+00:00",
+         "duration_s": 4.0},
+    ]  # fmt: skip
+    r["events"] = [
+        {"t": 30.0, "at": "2026-11-23T15:00:30.000000+00:00", "command": "users", "value": "6", "by": "ops@host"},
+    ]
+    r["dropped_iterations"] = 0
+    return r
