@@ -107,16 +107,17 @@ def demo_command(**raw: Any) -> None:
     from .demo_site import start_demo_site
 
     raw["file"] = raw.get("file") or str(EXAMPLE_FILE)
-    raw["users"] = raw.get("users") or "8"
-    if not raw.get("startup_time"):
-        raw["hatch_rate"] = raw.get("hatch_rate") or "4"
-    if not raw.get("iterations"):
-        raw["run_time"] = raw.get("run_time") or "20s"
+    # Defaults for unset options only: an empty value is still checked (and refused).
+    raw["users"] = "8" if raw.get("users") is None else raw["users"]
+    if raw.get("startup_time") is None and raw.get("hatch_rate") is None:
+        raw["hatch_rate"] = "4"
+    if raw.get("iterations") is None and raw.get("run_time") is None:
+        raw["run_time"] = "20s"
 
     async def serve_and_run() -> int:
         site, url = await start_demo_site("127.0.0.1", 0)
         try:
-            raw["host"] = raw.get("host") or url
+            raw["host"] = url if raw.get("host") is None else raw["host"]
             config, load_test = prepare(raw, None)
             sys.stderr.write(f"demo site serving at {url}\n")
             from .standalone import run_standalone
@@ -135,12 +136,20 @@ def demo_command(**raw: Any) -> None:
 
 @click.command("demo-site", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bind", default="127.0.0.1", envvar="GOOSE_DEMO_BIND", show_default=True)
-@click.option("--port", default=8080, type=int, envvar="GOOSE_DEMO_PORT", show_default=True)
-def demo_site_command(bind: str, port: int) -> None:
+@click.option("--port", default="8080", envvar="GOOSE_DEMO_PORT", show_default=True, help="0: any free port.")
+def demo_site_command(bind: str, port: str) -> None:
     """Serve the embedded demo site (the default target)."""
     from .demo_site import run_demo_site
+    from .validate import check_bind, whole_number
 
-    run_demo_site(bind, port)
+    try:
+        number = whole_number("--port", port, 0, 65535)
+        check_bind("--bind", bind)
+        run_demo_site(bind, number)
+    except InvalidOption as exc:
+        _fail(str(exc), 2)
+    except OSError as exc:  # the port is taken, the address is not ours
+        _fail(f"cannot serve the demo site on {bind}:{port}: {exc.strerror or exc}", 1)
 
 
 @click.command("status", context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,13 +8,29 @@ the one error shape, ``InvalidOption``. Nothing here does I/O.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from .durations import parse_duration
 from .errors import InvalidOption
-from .report.writers import report_format
+from .outputs import check_distinct, check_output
+from .report.writers import report_files, report_format
+from .validate import (
+    MAX_ITERATIONS,
+    MAX_RATE,
+    MAX_USERS,
+    check_ramp,
+    duration,
+    gaggle_name,
+    positive_number,
+    redact_url,
+    validate_host,
+    validate_redis_url,
+    whole_number,
+)
+
+__all__ = ["Config", "StatusConfig", "build_config", "build_status_config", "redact_url", "validate_host",
+           "validate_redis_url"]  # fmt: skip
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HATCH_RATE = 1.0
@@ -72,63 +88,24 @@ class Config:
         return 1.0 / (self.hatch_rate or DEFAULT_HATCH_RATE)
 
 
-def _int(option: str, raw: str, minimum: int, detail: str) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise InvalidOption(option, raw, f"The {option} option must be a whole number.") from None
-    if value < minimum:
-        raise InvalidOption(option, raw, detail)
-    return value
+def _given(raw: dict[str, Any], key: str) -> bool:
+    """Set at all: an empty string is a value to reject, not a missing option."""
+    return raw.get(key) is not None
 
 
-def _float(option: str, raw: str) -> float:
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise InvalidOption(option, raw, f"The {option} option must be a number.") from None
-    if not value > 0 or value == float("inf"):
-        raise InvalidOption(option, raw, f"The {option} option must be greater than 0.")
-    return value
-
-
-def _duration(option: str, raw: str, allow_zero: bool = False) -> float:
-    try:
-        value = parse_duration(str(raw))
-    except ValueError as exc:
-        raise InvalidOption(option, raw, f"The {option} option is not a duration: {exc}.") from None
-    if value < 0 or (value == 0 and not allow_zero):
-        raise InvalidOption(option, raw, f"The {option} option must be longer than 0 seconds.")
-    return value
-
-
-def validate_host(option: str, host: str) -> str:
-    parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidOption(option, host, "The host must be an http:// or https:// URL, like http://127.0.0.1:8080.")
-    return host.rstrip("/")
-
-
-def validate_redis_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise InvalidOption(
-            "--redis-url", redact_url(url), "The Redis URL must start with redis://, rediss:// or unix://."
-        )
-    return url
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return parts._replace(netloc=netloc).geturl()
+def check_outputs(raw: dict[str, Any], reports: tuple[str, ...], request_log: str | None) -> None:
+    """Every output file can be written, and no two share a file (nor overwrite the load test)."""
+    for path in reports:
+        report_format(path)  # every format first: the first error is the clearest
+    outputs = [("--report-file", path, file) for path in reports for file in report_files(path)]
+    if request_log is not None:
+        outputs.append(("--request-log", request_log, request_log))
+    for option, path, file in outputs:
+        check_output(option, path, file)
+    # Inputs no output may overwrite: the -f file, and the program itself (``python my_test.py``).
+    program = getattr(sys.modules.get("__main__"), "__file__", None)
+    inputs = [("--file", str(raw["file"]))] if raw.get("file") else []
+    check_distinct(outputs, [*inputs, *([("load-test program", program)] if program else [])])
 
 
 def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Config:
@@ -159,28 +136,22 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
     if raw.get("test_plan") is not None:
         raise InvalidOption("--test-plan", raw["test_plan"], "The --test-plan option is not supported yet.")
 
-    users = (
-        _int("--users", raw["users"], 1, "The --users option must be set to at least 1.")
-        if raw.get("users") is not None
-        else (os.cpu_count() or 1)
-    )
+    users = os.cpu_count() or 1
+    if _given(raw, "users"):
+        users = whole_number("--users", raw["users"], 1, MAX_USERS)
     # The Manager's own options first: the walk-through's first error is about --expect-workers.
     expect_workers = 0
     if manager:
-        expect_workers = _int(
-            "--expect-workers",
-            raw.get("expect_workers") or "0",
-            1,
-            "The --expect-workers option must be set to at least 1.",
-        )
+        wanted = raw["expect_workers"] if _given(raw, "expect_workers") else "0"
+        expect_workers = whole_number("--expect-workers", wanted, 1, MAX_USERS)
         if expect_workers > users:
             raise InvalidOption(
                 "--expect-workers",
                 expect_workers,
                 "The --expect-workers option can not be set to a value larger than --users option.",
             )
-    hatch_rate = _float("--hatch-rate", raw["hatch_rate"]) if raw.get("hatch_rate") is not None else None
-    startup = _duration("--startup-time", raw["startup_time"]) if raw.get("startup_time") is not None else None
+    hatch_rate = positive_number("--hatch-rate", raw["hatch_rate"], MAX_RATE) if _given(raw, "hatch_rate") else None
+    startup = duration("--startup-time", raw["startup_time"]) if _given(raw, "startup_time") else None
     if hatch_rate is not None and startup is not None:
         raise InvalidOption(
             "--startup-time",
@@ -189,23 +160,23 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         )
     if startup is None and hatch_rate is None:
         hatch_rate = DEFAULT_HATCH_RATE
-    run_time = _duration("--run-time", raw["run_time"], allow_zero=True) if raw.get("run_time") is not None else None
+    check_ramp(users, hatch_rate, raw.get("hatch_rate"))
+    run_time = duration("--run-time", raw["run_time"], allow_zero=True) if _given(raw, "run_time") else None
     iterations = (
-        _int("--iterations", raw["iterations"], 1, "The --iterations option must be set to at least 1.")
-        if raw.get("iterations") is not None
-        else None
+        whole_number("--iterations", raw["iterations"], 1, MAX_ITERATIONS) if _given(raw, "iterations") else None
     )
     if run_time is not None and iterations is not None:
         raise InvalidOption(
             "--run-time", raw["run_time"], "The --run-time option can not be set together with --iterations."
         )
-    timeout = _duration("--timeout", raw["timeout"]) if raw.get("timeout") is not None else 60.0
-    running = _duration("--running-metrics", raw["running_metrics"]) if raw.get("running_metrics") is not None else None
+    timeout = duration("--timeout", raw["timeout"]) if _given(raw, "timeout") else 60.0
+    running = duration("--running-metrics", raw["running_metrics"]) if _given(raw, "running_metrics") else None
     reports = tuple(raw.get("report_file") or ())
-    for path in reports:
-        report_format(path)
+    request_log = raw.get("request_log")
 
-    host = validate_host("--host", raw["host"]) if raw.get("host") else None
+    host = None
+    if raw.get("host") is not None:
+        host = validate_host("--host", str(raw["host"]))
     list_only = bool(raw.get("list_only"))
     if host is None and not worker and not list_only:
         missing = [h for h in scenario_hosts if not h]
@@ -217,13 +188,11 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         if h:
             validate_host("scenario host", h)
 
-    gaggle = str(raw.get("gaggle") or "default")
-    if not gaggle.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(gaggle) > 64:
-        raise InvalidOption(
-            "--gaggle", gaggle, "The gaggle name may hold letters, digits, '-', '_' and '.' (at most 64)."
-        )
-    final_wait = _duration("--final-wait", raw["final_wait"]) if raw.get("final_wait") is not None else 30.0
-    redis_timeout = _duration("--redis-timeout", raw["redis_timeout"]) if raw.get("redis_timeout") is not None else 60.0
+    redis_url = validate_redis_url(str(raw["redis_url"])) if raw.get("redis_url") is not None else DEFAULT_REDIS_URL
+    gaggle = gaggle_name(raw["gaggle"]) if raw.get("gaggle") is not None else "default"
+    final_wait = duration("--final-wait", raw["final_wait"]) if _given(raw, "final_wait") else 30.0
+    redis_timeout = duration("--redis-timeout", raw["redis_timeout"]) if _given(raw, "redis_timeout") else 60.0
+    check_outputs(raw, reports, request_log)  # last: the only check that touches the file system
 
     return Config(
         users=users,
@@ -237,7 +206,7 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         reset_metrics=not raw.get("no_reset_metrics"),
         running_metrics_s=running,
         report_files=reports,
-        request_log=raw.get("request_log"),
+        request_log=request_log,
         verbose=int(raw.get("verbose") or 0),
         quiet=bool(raw.get("quiet")),
         list_only=list_only,
@@ -245,10 +214,35 @@ def build_config(raw: dict[str, Any], scenario_hosts: list[str | None]) -> Confi
         manager=manager,
         worker=worker,
         expect_workers=expect_workers,
-        redis_url=validate_redis_url(str(raw.get("redis_url") or DEFAULT_REDIS_URL)),
+        redis_url=redis_url,
         gaggle=gaggle,
         hash_check=not raw.get("no_hash_check"),
         stop_on_worker_loss=bool(raw.get("stop_on_worker_loss")),
         final_wait_s=final_wait,
         redis_deadline_s=redis_timeout,
+    )
+
+
+DEFAULT_STATUS_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """``goose-redis status``: where to look, and how long to try."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    gaggle: str = "default"
+    timeout_s: float = DEFAULT_STATUS_TIMEOUT_S
+    as_json: bool = False
+
+
+def build_status_config(raw: dict[str, Any]) -> StatusConfig:
+    """The same rules for --redis-url and --gaggle as a run's; --timeout bounds the whole call."""
+    return StatusConfig(
+        redis_url=validate_redis_url(str(raw["redis_url"])) if _given(raw, "redis_url") else DEFAULT_REDIS_URL,
+        gaggle=gaggle_name(raw["gaggle"]) if _given(raw, "gaggle") else "default",
+        timeout_s=(
+            duration("--timeout", raw["status_timeout"]) if _given(raw, "status_timeout") else DEFAULT_STATUS_TIMEOUT_S
+        ),
+        as_json=bool(raw.get("as_json")),
     )
