@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-from .config import DEFAULT_REDIS_URL, Config, build_config
+from .config import Config, build_config, build_status_config
 from .errors import InvalidOption, LoadTestError
 from .loader import load_file, scenarios_of
 from .logs import setup_logging
@@ -152,17 +152,15 @@ def demo_site_command(bind: str, port: str) -> None:
         _fail(f"cannot serve the demo site on {bind}:{port}: {exc.strerror or exc}", 1)
 
 
-@click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--redis-url", envvar="GOOSE_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True)
-@click.option("--gaggle", envvar="GOOSE_GAGGLE", default="default", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
-def status_command(redis_url: str, gaggle: str, as_json: bool) -> None:
+@click.command("status", cls=GroupedCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click_options("status")
+def status_command(**raw: Any) -> None:
     """Print a live gaggle's state: manager, workers, users, requests so far."""
     from .gaggle.status import show_status
 
-    setup_logging(0, False)
+    setup_logging(0, True)  # errors only: the one line below says what went wrong
     try:
-        sys.exit(asyncio.run(show_status(redis_url, gaggle, as_json)))
+        sys.exit(asyncio.run(show_status(build_status_config(raw))))
     except InvalidOption as exc:
         _fail(str(exc), 2)
     except LoadTestError as exc:

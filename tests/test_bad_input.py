@@ -187,6 +187,18 @@ CASES: list[Case] = [
     c("demo-site", ["--port", "abc"], "--port", "whole number"),
     c("demo-site", ["--bind", "a b"], "--bind", "space"),
     c("demo-site", ["--bind", "999.1.1.1"], "--bind", "invalid IPv4"),
+    # -- status
+    c("status", ["--timeout", "-1"], "--timeout", "not a duration"),
+    c("status", ["--timeout", "0"], "--timeout", "longer than 0"),
+    c("status", ["--timeout", "nan"], "--timeout", "not a duration"),
+    c("status", ["--timeout", "99999h"], "--timeout", "at most 30 days"),
+    c("status", ["--redis-url", "redis://x:abc"], "--redis-url", "port 'abc'"),
+    c("status", ["--redis-url", "redis://127.0.0.1:{port}/abc"], "--redis-url", "whole number, 0 or more"),
+    c("status", ["--redis-url", "redis://:s3cret@127.0.0.1:99999/0"], "--redis-url", "1 to 65535",
+      "redis://:***@127.0.0.1:99999/0"),  # fmt: skip
+    c("status", ["--redis-url", "redis://127.0.0.1:{port}/9999"], "--redis-url", "no such database"),
+    c("status", ["--gaggle", "a*"], "--gaggle", "letters, digits"),
+    c("status", ["--gaggle", ""], "--gaggle", "letters, digits"),
 ]
 
 
@@ -240,7 +252,7 @@ def results(env: Env) -> list[BatchResult]:
 
 def test_the_table_covers_every_mode() -> None:
     assert len(CASES) >= 60
-    assert {case.mode for case in CASES} == {"run", "manager", "worker", "demo", "demo-site"}
+    assert {case.mode for case in CASES} == {"run", "manager", "worker", "demo", "demo-site", "status"}
 
 
 @pytest.mark.parametrize("n", range(len(CASES)), ids=[f"{k}-{c.mode}-{c.option}" for k, c in enumerate(CASES)])
@@ -364,6 +376,9 @@ def test_check_leaves_existing_outputs_untouched_and_creates_none(env: Env, tmp_
         ("GOOSE_HOST", "http://127.0.0.1:99999", "run", "--host"),
         ("GOOSE_USERS", "1.5", "run", "--users"),
         ("GOOSE_REQUEST_LOG", "{tmp}/missing/r.log", "worker", "--request-log"),
+        ("GOOSE_REDIS_URL", "redis://127.0.0.1:abc/0", "status", "--redis-url"),
+        ("GOOSE_GAGGLE", "a:b", "status", "--gaggle"),
+        ("GOOSE_STATUS_TIMEOUT", "-1", "status", "--timeout"),
     ],
 )
 def test_environment_variables_are_checked_the_same_way(
