@@ -67,6 +67,7 @@ CASES: list[Case] = [
     c("run", ["-u", " "], "--users", "whole number"),
     c("run", ["-u", "1e3"], "--users", "whole number"),
     c("run", ["-u", "-3"], "--users", "at least 1"),
+    c("run", ["-u", "1\n2"], "--users", "whole number", "1\\n2"),  # shown escaped: still one line
     c("run", ["-u", str(MAX_USERS + 1)], "--users", f"at most {MAX_USERS}"),
     c("run", ["-u", "99999999999999999999999"], "--users", f"at most {MAX_USERS}"),
     c("run", ["-r", "nan"], "--hatch-rate", "greater than 0"),
@@ -105,6 +106,7 @@ CASES: list[Case] = [
     c("run", ["--host", "http://:pw@127.0.0.1:8080"], "--host", "without a user name"),
     c("run", ["--host", "http://1.2.3.4.5"], "--host", "invalid IPv4"),
     c("run", ["--host", ""], "--host", "empty"),
+    c("run", ["--host", "http://127.0.0.1:8080\nX-Injected: 1"], "--host", "control character"),
     # -- output files
     c("run", ["--report-file", "{tmp}/missing/r.json"], "--report-file", "does not exist"),
     c("run", ["--report-file", "{tmp}/afile/r.json"], "--report-file", "is not a directory"),
@@ -167,6 +169,7 @@ CASES: list[Case] = [
     c("worker", ["--request-log", "{tmp}/adir.json"], "--request-log", "names a directory"),
     c("worker", ["--request-log", PROC_FILE], "--request-log", "/proc"),
     c("worker", ["--request-log", "{lt}"], "--request-log", "also the --file"),
+    c("worker", ["--request-log", "{tmp}/a\rb.log"], "--request-log", "control character"),
     c("worker", ["--redis-url", "redis://127.0.0.1:99999"], "--redis-url", "1 to 65535"),
     c("worker", ["--redis-url", "redis://127.0.0.1:{port}/0?socket_timeout=0.5"], "--redis-url", "at least 2"),
     c("worker", ["--redis-url", "redis://127.0.0.1:{port}/9999"], "--redis-url", "no such database"),
