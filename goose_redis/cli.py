@@ -17,9 +17,8 @@ import click
 
 from . import __version__
 from .clierrors import goose_socket_flags, usage_error
-from .config import DEFAULT_REDIS_URL, Config, build_config
+from .config import Config, build_config, build_status_config
 from .errors import InvalidOption, LoadTestError
-from .eventlogs import check_log_paths
 from .loader import load_file, scenarios_of
 from .logs import setup_logging
 from .options import GroupedCommand, click_options
@@ -60,7 +59,6 @@ def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[
     load_test = LoadTest(chosen, scenarios)
     names = ([t.display_name for s in chosen for t in s.transactions], [s.name for s in chosen])
     config = build_config(raw, load_test.hosts(), row_names=names)
-    check_log_paths(config)
     return config, load_test
 
 
@@ -139,11 +137,15 @@ def demo_command(**raw: Any) -> None:
     """
     from .demo_site import start_demo_site
 
-    raw["users"] = raw.get("users") or DEMO_DEFAULTS["users"]
-    if not raw.get("startup_time"):
-        raw["hatch_rate"] = raw.get("hatch_rate") or DEMO_DEFAULTS["hatch_rate"]
-    if not raw.get("iterations"):
-        raw["run_time"] = raw.get("run_time") or DEMO_DEFAULTS["run_time"]
+    # Defaults for unset options only (an empty value is still checked, and refused); a test plan
+    # or an arrival rate brings its own shape.
+    if raw.get("test_plan") is None:
+        if raw.get("users") is None:
+            raw["users"] = DEMO_DEFAULTS["users"]
+        if raw.get("startup_time") is None and raw.get("hatch_rate") is None and raw.get("arrival_rate") is None:
+            raw["hatch_rate"] = DEMO_DEFAULTS["hatch_rate"]
+        if raw.get("iterations") is None and raw.get("run_time") is None:
+            raw["run_time"] = DEMO_DEFAULTS["run_time"]
 
     async def serve_and_run() -> int:
         scenarios = load_file(str(EXAMPLE_FILE))
@@ -151,7 +153,7 @@ def demo_command(**raw: Any) -> None:
             scenario.wait = DEMO_WAIT
         site, url = await start_demo_site("127.0.0.1", 0)
         try:
-            raw["host"] = raw.get("host") or url
+            raw["host"] = url if raw.get("host") is None else raw["host"]
             config, load_test = prepare(raw, scenarios)
             if listed_or_checked(config, load_test):
                 return 0
@@ -176,28 +178,32 @@ def demo_command(**raw: Any) -> None:
 @click.command("demo-site", context_settings=HELP)
 @click.option("--bind", default="127.0.0.1", envvar="GOOSE_DEMO_BIND", show_default=True, metavar="ADDRESS",
               help="Address to listen on.")  # fmt: skip
-@click.option("--port", default=8080, type=int, envvar="GOOSE_DEMO_PORT", show_default=True, metavar="PORT",
-              help="Port to listen on.")  # fmt: skip
-def demo_site_command(bind: str, port: int) -> None:
+@click.option("--port", default="8080", envvar="GOOSE_DEMO_PORT", show_default=True, metavar="PORT",
+              help="Port to listen on (0: any free port).")  # fmt: skip
+def demo_site_command(bind: str, port: str) -> None:
     """Serve the embedded demo site: a target for your own load tests."""
     from .demo_site import run_demo_site
+    from .validate import check_bind, whole_number
 
-    run_demo_site(bind, port)
+    try:
+        number = whole_number("--port", port, 0, 65535)
+        check_bind("--bind", bind)
+        run_demo_site(bind, number)
+    except InvalidOption as exc:
+        _fail(str(exc), 2)
+    except OSError as exc:  # the port is taken, the address is not ours
+        _fail(f"cannot serve the demo site on {bind}:{port}: {exc.strerror or exc}", 1)
 
 
-@click.command("status", context_settings=HELP)
-@click.option("--redis-url", envvar="GOOSE_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True, metavar="URL",
-              help="Redis the gaggle meets at.")  # fmt: skip
-@click.option("--gaggle", envvar="GOOSE_GAGGLE", default="default", show_default=True, metavar="NAME",
-              help="Gaggle name.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
-def status_command(redis_url: str, gaggle: str, as_json: bool) -> None:
-    """Print a live gaggle's state from Redis: Manager, Workers, users, requests."""
+@click.command("status", cls=GroupedCommand, context_settings=HELP)
+@click_options("status")
+def status_command(**raw: Any) -> None:
+    """Print a live gaggle's state: manager, workers, users, requests so far."""
     from .gaggle.status import show_status
 
-    setup_logging(0, False)
+    setup_logging(0, True)  # errors only: the one line below says what went wrong
     try:
-        sys.exit(asyncio.run(show_status(redis_url, gaggle, as_json)))
+        sys.exit(asyncio.run(show_status(build_status_config(raw))))
     except InvalidOption as exc:
         _fail(str(exc), 2)
     except LoadTestError as exc:

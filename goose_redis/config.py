@@ -8,18 +8,34 @@ the one error shape, ``InvalidOption``. Nothing here does I/O.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
-from .arrival import ArrivalPlan, parse_arrival
-from .co import MODES as CO_MODES
-from .durations import parse_duration
+from .arrival import ArrivalPlan
 from .errors import InvalidOption
-from .report.writers import report_format
-from .shape import Segment, Shape, parse_plan, planned, simple
+from .outputs import check_distinct, check_output
+from .report.writers import report_files, report_format
+from .shape import Segment, Shape, planned, simple
+from .shaping import read_arrival, read_shaping
 from .thresholds import Threshold, bind, parse_thresholds
+from .validate import (
+    MAX_ITERATIONS,
+    MAX_RATE,
+    MAX_USERS,
+    check_ramp,
+    duration,
+    gaggle_name,
+    positive_number,
+    redact_url,
+    validate_host,
+    validate_redis_url,
+    whole_number,
+)
+
+__all__ = ["Config", "StatusConfig", "build_config", "build_status_config", "redact_url", "validate_host",
+           "validate_redis_url"]  # fmt: skip
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HATCH_RATE = 1.0
@@ -105,63 +121,40 @@ class Config:
         return replace(base, throttle=self.throttle_rps)
 
 
-def _int(option: str, raw: str, minimum: int, detail: str) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise InvalidOption(option, raw, f"The {option} option must be a whole number.") from None
-    if value < minimum:
-        raise InvalidOption(option, raw, detail)
-    return value
+def _given(raw: dict[str, Any], key: str) -> bool:
+    """Set at all: an empty string is a value to reject, not a missing option."""
+    return raw.get(key) is not None
 
 
-def _float(option: str, raw: str) -> float:
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise InvalidOption(option, raw, f"The {option} option must be a number.") from None
-    if not value > 0 or value == float("inf"):
-        raise InvalidOption(option, raw, f"The {option} option must be greater than 0.")
-    return value
+# Every per-process log: each Worker writes its own; the Manager runs no users, so it has none.
+LOG_OPTIONS = (
+    ("--request-log", "request_log"),
+    ("--transaction-log", "transaction_log"),
+    ("--scenario-log", "scenario_log"),
+    ("--error-log", "error_log"),
+)
 
 
-def _duration(option: str, raw: str, allow_zero: bool = False) -> float:
-    try:
-        value = parse_duration(str(raw))
-    except ValueError as exc:
-        raise InvalidOption(option, raw, f"The {option} option is not a duration: {exc}.") from None
-    if value < 0 or (value == 0 and not allow_zero):
-        raise InvalidOption(option, raw, f"The {option} option must be longer than 0 seconds.")
-    return value
-
-
-def validate_host(option: str, host: str) -> str:
-    parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidOption(option, host, "The host must be an http:// or https:// URL, like http://127.0.0.1:8080.")
-    return host.rstrip("/")
-
-
-def validate_redis_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise InvalidOption(
-            "--redis-url", redact_url(url), "The Redis URL must start with redis://, rediss:// or unix://."
-        )
-    return url
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return parts._replace(netloc=netloc).geturl()
+def check_outputs(raw: dict[str, Any], reports: tuple[str, ...]) -> None:
+    """Every output file can be written, and no two share a file (nor overwrite the load test)."""
+    for path in reports:
+        report_format(path)  # every format first: the first error is the clearest
+    outputs = [("--report-file", path, file) for path in reports for file in report_files(path)]
+    for option, key in LOG_OPTIONS:
+        log_path = raw.get(key)
+        if log_path is None:
+            continue
+        if raw.get("manager"):
+            raise InvalidOption(
+                option, log_path, f"The Manager runs no users: give {option} to each Worker (each writes its own)."
+            )
+        outputs.append((option, str(log_path), str(log_path)))
+    for option, path, file in outputs:
+        check_output(option, path, file)
+    # Inputs no output may overwrite: the -f file, and the program itself (``python my_test.py``).
+    program = getattr(sys.modules.get("__main__"), "__file__", None)
+    inputs = [("--file", str(raw["file"]))] if raw.get("file") else []
+    check_distinct(outputs, [*inputs, *([("load-test program", program)] if program else [])])
 
 
 def _thresholds(raw: dict[str, Any], names: tuple[Iterable[str], Iterable[str]] | None) -> tuple[
@@ -181,7 +174,7 @@ def _thresholds(raw: dict[str, Any], names: tuple[Iterable[str], Iterable[str]] 
             raise InvalidOption(
                 "--threshold-grace", raw["threshold_grace"], "The --threshold-grace option needs --threshold-abort."
             )
-        grace = _duration("--threshold-grace", raw["threshold_grace"], allow_zero=True)
+        grace = duration("--threshold-grace", raw["threshold_grace"], allow_zero=True)
     return thresholds, abort, grace
 
 
@@ -218,32 +211,26 @@ def build_config(
             raise InvalidOption("--no-reset-metrics", "true", "The --no-reset-metrics option is set on the Manager.")
         if raw.get("threshold_abort"):
             raise InvalidOption("--threshold-abort", "true", "The --threshold-abort option is set on the Manager.")
-    shaping = _shaping(raw)
+    shaping = read_shaping(raw)
 
-    users = (
-        _int("--users", raw["users"], 1, "The --users option must be set to at least 1.")
-        if raw.get("users") is not None
-        else (os.cpu_count() or 1)
-    )
-    if shaping["test_plan"] is not None:
-        users = max(1, max(int(u) for u, _ in shaping["test_plan"]))
+    users = os.cpu_count() or 1
+    if _given(raw, "users"):
+        users = whole_number("--users", raw["users"], 1, MAX_USERS)
+    if shaping.plan_peak is not None:
+        users = shaping.plan_peak
     # The Manager's own options first: the walk-through's first error is about --expect-workers.
     expect_workers = 0
     if manager:
-        expect_workers = _int(
-            "--expect-workers",
-            raw.get("expect_workers") or "0",
-            1,
-            "The --expect-workers option must be set to at least 1.",
-        )
+        wanted = raw["expect_workers"] if _given(raw, "expect_workers") else "0"
+        expect_workers = whole_number("--expect-workers", wanted, 1, MAX_USERS)
         if expect_workers > users:
             raise InvalidOption(
                 "--expect-workers",
                 expect_workers,
                 "The --expect-workers option can not be set to a value larger than --users option.",
             )
-    hatch_rate = _float("--hatch-rate", raw["hatch_rate"]) if raw.get("hatch_rate") is not None else None
-    startup = _duration("--startup-time", raw["startup_time"]) if raw.get("startup_time") is not None else None
+    hatch_rate = positive_number("--hatch-rate", raw["hatch_rate"], MAX_RATE) if _given(raw, "hatch_rate") else None
+    startup = duration("--startup-time", raw["startup_time"]) if _given(raw, "startup_time") else None
     if hatch_rate is not None and startup is not None:
         raise InvalidOption(
             "--startup-time",
@@ -252,23 +239,23 @@ def build_config(
         )
     if startup is None and hatch_rate is None and raw.get("arrival_rate") is None:
         hatch_rate = DEFAULT_HATCH_RATE
-    run_time = _duration("--run-time", raw["run_time"], allow_zero=True) if raw.get("run_time") is not None else None
+    check_ramp(users, hatch_rate, raw.get("hatch_rate"))
+    run_time = duration("--run-time", raw["run_time"], allow_zero=True) if _given(raw, "run_time") else None
     iterations = (
-        _int("--iterations", raw["iterations"], 1, "The --iterations option must be set to at least 1.")
-        if raw.get("iterations") is not None
-        else None
+        whole_number("--iterations", raw["iterations"], 1, MAX_ITERATIONS) if _given(raw, "iterations") else None
     )
     if run_time is not None and iterations is not None:
         raise InvalidOption(
             "--run-time", raw["run_time"], "The --run-time option can not be set together with --iterations."
         )
-    timeout = _duration("--timeout", raw["timeout"]) if raw.get("timeout") is not None else 60.0
-    running = _duration("--running-metrics", raw["running_metrics"]) if raw.get("running_metrics") is not None else None
+    timeout = duration("--timeout", raw["timeout"]) if _given(raw, "timeout") else 60.0
+    running = duration("--running-metrics", raw["running_metrics"]) if _given(raw, "running_metrics") else None
     reports = tuple(raw.get("report_file") or ())
-    for path in reports:
-        report_format(path)
+    request_log = raw.get("request_log")
 
-    host = validate_host("--host", raw["host"]) if raw.get("host") else None
+    host = None
+    if raw.get("host") is not None:
+        host = validate_host("--host", str(raw["host"]))
     list_only = bool(raw.get("list_only"))
     if host is None and not worker and not list_only:
         missing = [h for h in scenario_hosts if not h]
@@ -280,14 +267,12 @@ def build_config(
         if h:
             validate_host("scenario host", h)
 
-    gaggle = str(raw.get("gaggle") or "default")
-    if not gaggle.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(gaggle) > 64:
-        raise InvalidOption(
-            "--gaggle", gaggle, "The gaggle name may hold letters, digits, '-', '_' and '.' (at most 64)."
-        )
-    final_wait = _duration("--final-wait", raw["final_wait"]) if raw.get("final_wait") is not None else 30.0
-    redis_timeout = _duration("--redis-timeout", raw["redis_timeout"]) if raw.get("redis_timeout") is not None else 60.0
+    redis_url = validate_redis_url(str(raw["redis_url"])) if raw.get("redis_url") is not None else DEFAULT_REDIS_URL
+    gaggle = gaggle_name(raw["gaggle"]) if raw.get("gaggle") is not None else "default"
+    final_wait = duration("--final-wait", raw["final_wait"]) if _given(raw, "final_wait") else 30.0
+    redis_timeout = duration("--redis-timeout", raw["redis_timeout"]) if _given(raw, "redis_timeout") else 60.0
     thresholds, threshold_abort, threshold_grace = _thresholds(raw, row_names)
+    check_outputs(raw, reports)  # last: the only check that touches the file system
 
     return Config(
         users=users,
@@ -301,7 +286,7 @@ def build_config(
         reset_metrics=not raw.get("no_reset_metrics"),
         running_metrics_s=running,
         report_files=reports,
-        request_log=raw.get("request_log"),
+        request_log=request_log,
         verbose=int(raw.get("verbose") or 0),
         quiet=bool(raw.get("quiet")),
         list_only=list_only,
@@ -309,17 +294,17 @@ def build_config(
         manager=manager,
         worker=worker,
         expect_workers=expect_workers,
-        redis_url=validate_redis_url(str(raw.get("redis_url") or DEFAULT_REDIS_URL)),
+        redis_url=redis_url,
         gaggle=gaggle,
         hash_check=not raw.get("no_hash_check"),
         stop_on_worker_loss=bool(raw.get("stop_on_worker_loss")),
         final_wait_s=final_wait,
         redis_deadline_s=redis_timeout,
-        test_plan=shaping["test_plan"],
+        test_plan=shaping.test_plan,
         test_plan_text=raw.get("test_plan"),
-        throttle_rps=shaping["throttle"],
-        arrival=parse_arrival("--arrival-rate", raw["arrival_rate"], run_time) if raw.get("arrival_rate") else None,
-        co_mitigation=shaping["co"],
+        throttle_rps=shaping.throttle,
+        arrival=read_arrival(raw, run_time),
+        co_mitigation=shaping.co_mitigation,
         thresholds=thresholds,
         threshold_abort=threshold_abort,
         threshold_grace_s=threshold_grace,
@@ -329,61 +314,26 @@ def build_config(
     )
 
 
-# Options a test plan replaces (Goose: --test-plan "can not be set together with" them).
-PLAN_REPLACES = {
-    "users": "--users",
-    "hatch_rate": "--hatch-rate",
-    "startup_time": "--startup-time",
-    "run_time": "--run-time",
-    "iterations": "--iterations",
-}
-# The open model launches its pool at once and runs iterations by the clock, not per user.
-ARRIVAL_EXCLUDES = {
-    "test_plan": "--test-plan",
-    "hatch_rate": "--hatch-rate",
-    "startup_time": "--startup-time",
-    "iterations": "--iterations",
-}
-MAX_THROTTLE = 1_000_000.0
+DEFAULT_STATUS_TIMEOUT_S = 3.0
 
 
-def _shaping(raw: dict[str, Any]) -> dict[str, Any]:
-    """--test-plan, --arrival-rate, --throttle-requests, --co-mitigation: their own values and conflicts."""
-    out: dict[str, Any] = {"test_plan": None, "throttle": None, "co": "disabled"}
-    plan_text = raw.get("test_plan")
-    if plan_text is not None:
-        for key, option in PLAN_REPLACES.items():
-            if raw.get(key) is not None:
-                raise InvalidOption(
-                    "--test-plan", plan_text, f"The --test-plan option can not be set together with {option}."
-                )
-        out["test_plan"] = tuple(parse_plan("--test-plan", plan_text))
-    arrival = raw.get("arrival_rate")
-    if arrival is not None:
-        for key, option in ARRIVAL_EXCLUDES.items():
-            if raw.get(key) is not None:
-                raise InvalidOption(
-                    "--arrival-rate", arrival, f"The --arrival-rate option can not be set together with {option}."
-                )
-        if ("," in str(arrival) or ";" in str(arrival)) and raw.get("run_time") is not None:
-            raise InvalidOption(
-                "--arrival-rate", arrival,
-                "A rate plan sets its own length: the --arrival-rate plan can not be set together with --run-time.",
-            )  # fmt: skip
-    throttle = raw.get("throttle_requests")
-    if throttle is not None:
-        value = _float("--throttle-requests", throttle)
-        if value > MAX_THROTTLE:
-            raise InvalidOption(
-                "--throttle-requests", throttle, f"The --throttle-requests option must be at most {MAX_THROTTLE:,.0f}."
-            )
-        out["throttle"] = value
-    co = raw.get("co_mitigation")
-    if co is not None:
-        mode = str(co).strip().lower()
-        if mode not in CO_MODES:
-            raise InvalidOption(
-                "--co-mitigation", co, f"The --co-mitigation option must be one of: {', '.join(CO_MODES)}."
-            )
-        out["co"] = mode
-    return out
+@dataclass(frozen=True)
+class StatusConfig:
+    """``goose-redis status``: where to look, and how long to try."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    gaggle: str = "default"
+    timeout_s: float = DEFAULT_STATUS_TIMEOUT_S
+    as_json: bool = False
+
+
+def build_status_config(raw: dict[str, Any]) -> StatusConfig:
+    """The same rules for --redis-url and --gaggle as a run's; --timeout bounds the whole call."""
+    return StatusConfig(
+        redis_url=validate_redis_url(str(raw["redis_url"])) if _given(raw, "redis_url") else DEFAULT_REDIS_URL,
+        gaggle=gaggle_name(raw["gaggle"]) if _given(raw, "gaggle") else "default",
+        timeout_s=(
+            duration("--timeout", raw["status_timeout"]) if _given(raw, "status_timeout") else DEFAULT_STATUS_TIMEOUT_S
+        ),
+        as_json=bool(raw.get("as_json")),
+    )

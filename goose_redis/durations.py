@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([hms]?)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
@@ -21,6 +21,8 @@ def parse_duration(text: str) -> float:
         if not m:
             raise ValueError(f"cannot parse {text!r}: use forms like 30, 30s, 2m or 1h30m")
         unit = m.group(2)
+        if unit == "" and m.end() != len(s) and s[m.end()].isalpha():
+            raise ValueError(f"cannot parse {text!r}: unknown unit {s[m.end()]!r} (use h, m or s)")
         if unit == "" and m.end() != len(s):
             raise ValueError(f"cannot parse {text!r}: a bare number must stand alone")
         unit = unit or "s"  # a bare number counts seconds: "5s3" gives seconds twice

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 def _quote(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"')
+    """Backslashes, quotes and control characters escaped: the error stays ONE line."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class InvalidOption(Exception):

@@ -7,15 +7,12 @@ loop never waits on the disk. The line of each log is documented in docs/reports
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from .errors import InvalidOption
 from .scenario import LoadTest
 
 if TYPE_CHECKING:
@@ -23,44 +20,6 @@ if TYPE_CHECKING:
     from .user import Response, User
 
 # (option, Config attribute) of every per-event log, the request log included.
-LOG_OPTIONS = (
-    ("--request-log", "request_log"),
-    ("--transaction-log", "transaction_log"),
-    ("--scenario-log", "scenario_log"),
-    ("--error-log", "error_log"),
-)
-
-
-def check_log_paths(config: Config) -> None:
-    """Every log can be written, and no two share a file: checked before the run, without creating anything."""
-    seen: dict[str, str] = {}
-    for option, attr in LOG_OPTIONS:
-        path = getattr(config, attr, None)
-        if not path:
-            continue
-        if config.manager:
-            raise InvalidOption(
-                option, path, f"The Manager runs no users: give {option} to each Worker (each writes its own)."
-            )
-        target = Path(path)
-        resolved = str(target.resolve())
-        if resolved in seen:
-            raise InvalidOption(option, path, f"The {option} option names the same file as {seen[resolved]}.")
-        seen[resolved] = option
-        parent = target.parent if str(target.parent) else Path(".")
-        if target.is_dir():
-            problem = "is a directory"
-        elif not parent.is_dir():
-            problem = f"its directory {parent} does not exist"
-        elif target.exists() and not os.access(target, os.W_OK):
-            problem = "is not writable"
-        elif not target.exists() and not os.access(parent, os.W_OK | os.X_OK):
-            problem = f"its directory {parent} is not writable"
-        else:
-            continue
-        raise InvalidOption(option, path, f"The {option} file can not be written: {problem}.")
-
-
 class EventLogs:
     """The open logs of one run; the recorder calls it only when at least one log is asked for."""
 

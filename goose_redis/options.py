@@ -48,6 +48,8 @@ class Opt:
 # Options of a real load test (not the demo), and -f, which only the goose-redis command takes.
 RUN_ONLY = frozenset({"run", "file"})
 FILE_FLAG = frozenset({"run"})
+STATUS = frozenset({"status"})
+RUN_AND_STATUS = frozenset({"run", "file", "status"})
 
 OPTIONS: tuple[Opt, ...] = (
     # -- Load
@@ -77,9 +79,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--worker",), "worker", GAGGLE, "Run as a Gaggle Worker.", flag=True, where=RUN_ONLY),
     Opt(("--expect-workers",), "expect_workers", GAGGLE, "Manager: Workers to wait for.", "N", where=RUN_ONLY),
     Opt(("--redis-url",), "redis_url", GAGGLE, "Redis that the gaggle meets at [default: redis://127.0.0.1:6379/0].",
-        "URL", where=RUN_ONLY),  # fmt: skip
+        "URL", where=RUN_AND_STATUS),  # fmt: skip
     Opt(("--gaggle",), "gaggle", GAGGLE, "Gaggle name: namespaces every Redis key [default: default].", "NAME",
-        where=RUN_ONLY),  # fmt: skip
+        where=RUN_AND_STATUS),  # fmt: skip
     Opt(("--no-hash-check",), "no_hash_check", GAGGLE, "Let Workers with a different load test join.", flag=True,
         where=RUN_ONLY),  # fmt: skip
     Opt(("--stop-on-worker-loss",), "stop_on_worker_loss", GAGGLE, "Manager: stop the gaggle when a Worker is lost.",
@@ -121,6 +123,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("-l", "--list"), "list_only", OTHER, "List scenarios and transactions and exit.", flag=True, env=False,
         where=RUN_ONLY),  # fmt: skip
     Opt(("--check",), "check", OTHER, "Validate every option and exit.", flag=True, env=False),
+    # -- goose-redis status
+    Opt(("--timeout",), "status_timeout", OTHER, "Give up when Redis has not answered within TIME [default: 3s].",
+        "TIME", where=STATUS),  # fmt: skip
+    Opt(("--json",), "as_json", OTHER, "Print the state as JSON.", flag=True, env=False, where=STATUS),
 )
 
 

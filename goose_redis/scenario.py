@@ -145,22 +145,42 @@ def _hash(scenarios: Sequence[Scenario]) -> str:
     return hashlib.sha256(orjson.dumps(shape)).hexdigest()[:16]
 
 
+# A schedule holds each transaction ``weight`` times (after the gcd): a typo like 10**9
+# would exhaust memory before the first request. Far above any useful ratio.
+MAX_WEIGHT = 100_000
+MAX_WAIT_S = 30 * 86400.0  # as every duration option (validate.MAX_DURATION_S)
+
+
+def _weight_ok(weight: object) -> bool:
+    return isinstance(weight, int) and not isinstance(weight, bool) and 1 <= weight <= MAX_WEIGHT
+
+
+def _wait_ok(wait: object) -> bool:
+    if not isinstance(wait, tuple | list) or len(wait) != 2:
+        return False
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in wait):
+        return False
+    return bool(0 <= wait[0] <= wait[1] <= MAX_WAIT_S)
+
+
 def _validate(scenario: Scenario) -> None:
     label = f"scenario {scenario.name!r}"
-    if not isinstance(scenario.weight, int) or scenario.weight < 1:
-        raise InvalidOption("scenario weight", scenario.weight, f"{label} must have a weight of at least 1")
+    if not _weight_ok(scenario.weight):
+        raise InvalidOption(
+            "scenario weight", scenario.weight, f"{label} must have a weight of at least 1 (at most {MAX_WEIGHT})"
+        )
     if not scenario.transactions:
         raise InvalidOption("scenario", scenario.name, f"{label} has no transactions")
-    if scenario.wait is not None:
-        lo, hi = scenario.wait
-        if lo < 0 or hi < lo:
-            raise InvalidOption("scenario wait", scenario.wait, f"{label} needs 0 <= min <= max")
+    if scenario.wait is not None and not _wait_ok(scenario.wait):
+        raise InvalidOption(
+            "scenario wait", scenario.wait, f"{label} needs wait=(min, max) seconds with 0 <= min <= max <= 30 days"
+        )
     for t in scenario.transactions:
-        if not isinstance(t.weight, int) or t.weight < 1:
+        if not _weight_ok(t.weight):
             raise InvalidOption(
                 "transaction weight",
                 t.weight,
-                f"transaction {t.display_name!r} of {label} must have a weight of at least 1",
+                f"transaction {t.display_name!r} of {label} must have a weight of at least 1 (at most {MAX_WEIGHT})",
             )
 
 
@@ -217,6 +237,8 @@ def filter_scenarios(scenarios: Sequence[Scenario], spec: str | None) -> list[Sc
     if not spec:
         return list(scenarios)
     patterns = [p.strip().lower() for p in spec.split(",") if p.strip()]
+    if not patterns:  # "," would select nothing, and a run without scenarios cannot assign users
+        raise InvalidOption("--scenarios", spec, "The --scenarios option names no scenario: give machine names, a,b*.")
     chosen = [s for s in scenarios if any(fnmatch.fnmatchcase(s.machine_name, p) for p in patterns)]
     for p in patterns:
         if not any(fnmatch.fnmatchcase(s.machine_name, p) for s in scenarios):

@@ -123,7 +123,7 @@ def test_other_commands_name_their_metavars() -> None:
         (["--hots", "http://x"], "--hots", "", "Did you mean --host?"),
         (["-f", "x.py", "-u"], "-u", "", "The -u option needs a value."),
         (["frobnicate"], "COMMAND", "frobnicate", "No such command: use one of run, "),
-        (["demo-site", "--port", "eighty"], "--port", "eighty", "is not a valid integer"),
+        (["demo-site", "--port", "eighty"], "--port", "eighty", "must be a whole number"),
         (["demo", "--manager"], "--manager", "", "No such option."),
         (["status", "--bogus"], "--bogus", "", "No such option."),
     ],
@@ -133,7 +133,7 @@ def test_command_line_mistakes_are_one_line(args: list[str], option: str, value:
 
 
 def test_a_bad_value_from_the_environment_names_it() -> None:
-    assert_invalid(["demo-site"], "--port", "is not a valid integer", "eighty", env={"GOOSE_DEMO_PORT": "eighty"})
+    assert_invalid(["demo-site"], "--port", "must be a whole number", "eighty", env={"GOOSE_DEMO_PORT": "eighty"})
 
 
 def test_load_test_file_mistakes_are_one_line() -> None:

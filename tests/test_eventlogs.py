@@ -120,12 +120,12 @@ def test_log_paths_are_checked_before_the_run(
     base = ["-f", str(load_test), "--host", fresh_target.url, "-u", "1", "--iterations", "1"]
     missing = str(tmp_path / "no-such-dir" / "x.jsonl")
     assert_invalid([*base, option, missing], option, "does not exist", missing)
-    assert_invalid([*base, option, str(tmp_path)], option, "is a directory", str(tmp_path))
+    assert_invalid([*base, option, str(tmp_path)], option, "names a directory", str(tmp_path))
     # Two logs in one file: the second (in the order of --help) is named.
     other = "--request-log" if option != "--request-log" else "--error-log"
     same = str(tmp_path / "same.jsonl")
     named = "--error-log" if option == "--request-log" else option
-    assert_invalid([*base, option, same, other, same], named, "same file", same)
+    assert_invalid([*base, option, same, other, same], named, "give each output its own file", same)
     assert_invalid(["-f", str(load_test), "--host", fresh_target.url, "-u", "1", "--manager", "--expect-workers",
                     "1", option, same], option, "give " + option + " to each Worker")  # fmt: skip
     assert fresh_target.total() == 0

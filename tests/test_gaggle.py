@@ -428,7 +428,7 @@ def test_status_shows_a_live_gaggle_and_sigterm_on_the_manager_stops_it(
     # Users and requests so far come from the Workers' heartbeats (every second).
     def launched() -> bool:
         workers = json.loads(status("--json"))["workers"]
-        return sorted(w["users"] for w in workers) == ["1", "2"] and all(int(w["requests"]) > 0 for w in workers)
+        return sorted(w["users"] for w in workers) == [1, 2] and all(w["requests"] > 0 for w in workers)
 
     wait_until(launched, 15, "every user launched and counting in the status")
     text = status()
@@ -439,13 +439,13 @@ def test_status_shows_a_live_gaggle_and_sigterm_on_the_manager_stops_it(
     doc = json.loads(status("--json"))
     assert doc["manager"]["alive"] is True and doc["manager"]["state"] == "running"
     assert {w["id"] for w in doc["workers"]} == ids
-    assert sorted(w["index"] for w in doc["workers"]) == ["1", "2"]
-    assert sorted(w["users"] for w in doc["workers"]) == ["1", "2"]
-    assert all(w["state"] == "running" for w in doc["workers"])
+    assert sorted(w["index"] for w in doc["workers"]) == [1, 2]  # JSON numbers, not strings
+    assert sorted(w["users"] for w in doc["workers"]) == [1, 2]
+    assert all(w["state"] == "running" and w["alive"] is True for w in doc["workers"])
     assert all(w["heartbeat_age_s"] is not None and w["heartbeat_age_s"] < 5 for w in doc["workers"])
-    so_far = sum(int(w["requests"]) for w in doc["workers"])
+    so_far = sum(w["requests"] for w in doc["workers"])
     wait_until(
-        lambda: sum(int(w["requests"]) for w in json.loads(status("--json"))["workers"]) > so_far, 10, "requests grow"
+        lambda: sum(w["requests"] for w in json.loads(status("--json"))["workers"]) > so_far, 10, "requests grow"
     )
 
     manager.send_signal(signal.SIGTERM)

@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import redact_url
-from ..errors import LoadTestError
+from ..errors import InvalidOption, LoadTestError
 from ..series import Series
 from .keys import SOCKET_TIMEOUT_S
 
@@ -146,6 +146,10 @@ class RedisLink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except RedisError as exc:  # authentication, ACL, TLS: retrying will not help
+                if "DB index" in str(exc):  # the URL's database: bad input, found only now
+                    raise InvalidOption(
+                        "--redis-url", self.safe_url, f"Redis has no such database ({exc}): use /0 or another it has."
+                    ) from None
                 raise RedisGone(f"Redis at {self.safe_url} refused us: {exc}") from None
 
     async def sync_clock(self) -> None:

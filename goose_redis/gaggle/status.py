@@ -1,55 +1,134 @@
-"""``goose-redis status``: a live gaggle's state, read from Redis only."""
+"""``goose-redis status``: a live gaggle's state, read from Redis only.
+
+Redis is shared and anyone can write to it with ``redis-cli``, so nothing read
+is trusted: a key of the wrong type, or a field that is not the number it
+should be, is shown as *unreadable* and the rest is still shown. The JSON shape
+(``--json``) is documented in docs/redis-keys.md; numbers are JSON numbers and
+a missing value is ``null``. Exit 0 whenever Redis answered, 1 when it did not
+answer within ``--timeout``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 import orjson
+from redis.exceptions import ResponseError
 
-from ..config import redact_url, validate_redis_url
+from ..config import StatusConfig
 from ..errors import LoadTestError
 from . import keys as K
-from .link import TRANSIENT, RedisLink
+from .link import TRANSIENT, RedisGone, RedisLink
 from .protocol import ManagerBeat, ProtocolError
+
+Parse = Callable[[str], Any]
+
+
+def _int(text: str) -> int:
+    if not text.lstrip("-").isascii() or not text.lstrip("-").isdigit() or len(text) > 19:
+        raise ValueError(text)
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+# What each field of the hashes holds (docs/redis-keys.md); other fields are not shown.
+RUN_FIELDS: dict[str, Parse] = {
+    "run_id": str, "state": str, "gaggle": str, "expect_workers": _int, "users": _int, "hatch_rate": _float,
+    "run_time_s": _float, "host": str, "hash": str, "started_at": _float, "stop_reason": str,
+    "updated_at": _float, "ended_at": _float,
+}  # fmt: skip
+WORKER_FIELDS: dict[str, Parse] = {
+    "index": _int, "host": str, "pid": _int, "state": str, "users": _int, "requests": _int, "failures": _int,
+    "hb": _float,
+}  # fmt: skip
+UNREADABLE = "unreadable"
 
 
 def _s(raw: Any) -> str:
     return raw.decode(errors="replace") if isinstance(raw, bytes) else "" if raw is None else str(raw)
 
 
+def typed(fields: Mapping[str, Parse], raw: Any) -> dict[str, Any]:
+    """A hash's fields as numbers and strings; a missing or empty field is None, a garbled one
+    is None and listed under ``unreadable``."""
+    got = {_s(k): _s(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+    out: dict[str, Any] = {}
+    bad: list[str] = []
+    for name, parse in fields.items():
+        text = got.get(name, "")
+        try:
+            out[name] = parse(text) if text != "" else None
+        except ValueError:
+            out[name] = None
+            bad.append(name)
+    out[UNREADABLE] = bad
+    return out
+
+
+class _Reads:
+    """Replies of a non-transactional pipeline: a refused command (WRONGTYPE) is noted, not raised."""
+
+    def __init__(self) -> None:
+        self.unreadable: list[dict[str, str]] = []
+
+    def take(self, key: str, reply: Any, default: Any) -> Any:
+        if isinstance(reply, ResponseError):
+            self.unreadable.append({"key": key, "reason": str(reply)})
+            return default
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+
 async def read_status(link: RedisLink, gaggle: str) -> dict[str, Any]:
     keys = K.Keys(gaggle)
-    c = link.client
-    run = {_s(k): _s(v) for k, v in (await c.hgetall(keys.run)).items()}
-    beat_raw = await c.get(keys.manager)
+    reads = _Reads()
+    async with link.client.pipeline(transaction=False) as p:
+        p.hgetall(keys.run)
+        p.get(keys.manager)
+        p.hkeys(keys.workers)
+        p.xlen(keys.metrics)
+        run_raw, beat_raw, ids_raw, xlen = await p.execute(raise_on_error=False)
+    run = typed(RUN_FIELDS, reads.take(keys.run, run_raw, {}))
+    beat = reads.take(keys.manager, beat_raw, None)
     manager_alive = False
-    if beat_raw is not None:
+    if beat is not None:
         try:
-            ManagerBeat.from_bytes(beat_raw)
+            ManagerBeat.from_bytes(beat)
             manager_alive = True
-        except ProtocolError:
-            pass
-    ids = sorted({_s(w) for w in await c.hkeys(keys.workers)})
-    workers = []
+        except ProtocolError as exc:
+            reads.unreadable.append({"key": keys.manager, "reason": f"not a manager heartbeat: {exc}"})
+    ids = sorted({_s(w) for w in reads.take(keys.workers, ids_raw, [])})
+    metrics_entries = reads.take(keys.metrics, xlen, None)
+
+    replies: list[Any] = []
+    if ids:
+        async with link.client.pipeline(transaction=False) as p:
+            for wid in ids:
+                p.hgetall(keys.worker(wid))
+                p.exists(keys.heartbeat(wid))
+            replies = await p.execute(raise_on_error=False)
     now = link.now()
-    for wid in ids:
-        h = {_s(k): _s(v) for k, v in (await c.hgetall(keys.worker(wid))).items()}
-        alive = bool(await c.exists(keys.heartbeat(wid)))
-        try:
-            age: float | None = round(now - float(h["hb"]), 1)
-        except (KeyError, ValueError):
-            age = None
+    workers = []
+    for n, wid in enumerate(ids):
+        w = typed(WORKER_FIELDS, reads.take(keys.worker(wid), replies[2 * n], {}))
+        hb = w.pop("hb")
         workers.append(
             {
                 "id": wid,
-                "index": h.get("index", ""),
-                "host": h.get("host", ""),
-                "state": h.get("state", "") if alive else f"{h.get('state', '?')} (no heartbeat)",
-                "users": h.get("users", ""),
-                "requests": h.get("requests", ""),
-                "failures": h.get("failures", ""),
-                "heartbeat_age_s": age,
+                **w,
+                "alive": bool(reads.take(keys.heartbeat(wid), replies[2 * n + 1], 0)),
+                "heartbeat_age_s": None if hb is None else round(now - hb, 1),
             }
         )
     return {
@@ -57,42 +136,65 @@ async def read_status(link: RedisLink, gaggle: str) -> dict[str, Any]:
         "redis": link.safe_url,
         "manager": {"alive": manager_alive, **run},
         "workers": workers,
-        "metrics_entries": await c.xlen(keys.metrics),
+        "metrics_entries": metrics_entries if isinstance(metrics_entries, int) else None,
+        "unreadable": reads.unreadable,
     }
+
+
+def _show(section: Mapping[str, Any], name: str) -> str:
+    if name in section.get(UNREADABLE, ()):
+        return UNREADABLE
+    value = section.get(name)
+    return "-" if value is None else str(value)
 
 
 def format_status(st: dict[str, Any]) -> str:
     m = st["manager"]
     lines = [
         f"gaggle {st['gaggle']!r} on {st['redis']}",
-        f"manager: {'alive' if m['alive'] else 'not running'}; run {m.get('run_id', '-')}, "
-        f"state {m.get('state', '-')}, users {m.get('users', '-')}, expect workers {m.get('expect_workers', '-')}",
+        f"manager: {'alive' if m['alive'] else 'not running'}; run {_show(m, 'run_id')}, "
+        f"state {_show(m, 'state')}, users {_show(m, 'users')}, expect workers {_show(m, 'expect_workers')}",
     ]
     if m.get("stop_reason"):
         lines.append(f"stop reason: {m['stop_reason']}")
-    lines.append(f"metrics stream entries: {st['metrics_entries']}")
+    if m[UNREADABLE]:
+        lines.append(f"unreadable run fields: {', '.join(m[UNREADABLE])}")
+    entries = st["metrics_entries"]
+    lines.append(f"metrics stream entries: {UNREADABLE if entries is None else entries}")
     header = f"{'#':>3} {'host':<20} {'state':<24} {'users':>6} {'requests':>10} {'fails':>8} {'hb age':>7}  id"
     lines += ["", header, "-" * len(header)]
     for w in st["workers"]:
         age = "-" if w["heartbeat_age_s"] is None else f"{w['heartbeat_age_s']}s"
+        state = _show(w, "state") + ("" if w["alive"] else " (no heartbeat)")
         lines.append(
-            f"{w['index']:>3} {w['host'][:20]:<20} {w['state'][:24]:<24} {w['users']:>6} "
-            f"{w['requests']:>10} {w['failures']:>8} {age:>7}  {w['id']}"
+            f"{_show(w, 'index'):>3} {_show(w, 'host')[:20]:<20} {state[:24]:<24} {_show(w, 'users'):>6} "
+            f"{_show(w, 'requests'):>10} {_show(w, 'failures'):>8} {age:>7}  {w['id']}"
         )
     if not st["workers"]:
         lines.append("(no workers registered)")
+    for bad in st["unreadable"]:
+        lines.append(f"unreadable: {bad['key']}: {bad['reason']}")
     return "\n".join(lines)
 
 
-async def show_status(url: str, gaggle: str, as_json: bool) -> int:
-    validate_redis_url(url)
-    link = RedisLink(url, deadline_s=5.0)
+async def _read(link: RedisLink, gaggle: str) -> dict[str, Any]:
+    await link.connect()
+    return await read_status(link, gaggle)
+
+
+async def show_status(cfg: StatusConfig) -> int:
+    link = RedisLink(cfg.redis_url, deadline_s=cfg.timeout_s)
     try:
-        await link.connect()
-        st = await read_status(link, gaggle)
+        st = await asyncio.wait_for(_read(link, cfg.gaggle), cfg.timeout_s)
+    except TimeoutError:
+        raise LoadTestError(f"cannot reach Redis at {link.safe_url}: no answer within {cfg.timeout_s:g}s") from None
+    except RedisGone as exc:
+        raise LoadTestError(str(exc)) from None
     except TRANSIENT as exc:
-        raise LoadTestError(f"cannot read gaggle {gaggle!r} from {redact_url(url)}: {exc}") from None
+        raise LoadTestError(f"cannot reach Redis at {link.safe_url}: {exc}") from None
+    except ResponseError as exc:  # e.g. an ACL user without a command status needs
+        raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
     finally:
         await link.close()
-    click.echo(orjson.dumps(st, option=orjson.OPT_INDENT_2).decode() if as_json else format_status(st))
+    click.echo(orjson.dumps(st, option=orjson.OPT_INDENT_2).decode() if cfg.as_json else format_status(st))
     return 0

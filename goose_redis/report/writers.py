@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from goose_redis.errors import InvalidOption
-from goose_redis.report.csv_report import write_csv
+from goose_redis.report.csv_report import csv_paths, write_csv
 from goose_redis.report.html import render_html
 from goose_redis.report.json_report import render_json
 from goose_redis.report.markdown import render_markdown
@@ -28,6 +28,11 @@ def report_format(path: str) -> str:
     if fmt is None:
         raise InvalidOption("--report-file", path, "unknown report format: use .json, .html, .md or .csv")
     return fmt
+
+
+def report_files(path: str) -> list[str]:
+    """The files a report path writes: itself, or five for a ``.csv`` path."""
+    return list(csv_paths(path).values()) if report_format(path) == "csv" else [path]
 
 
 def write_reports(report: Mapping[str, Any], paths: Iterable[str]) -> list[str]:
