@@ -53,7 +53,7 @@ class RunOptions:
 class UserRun:
     """One launched user and what the engine needs to steer it."""
 
-    __slots__ = ("user", "planned", "stop", "go", "task", "completed")
+    __slots__ = ("user", "planned", "stop", "go", "task", "completed", "queued")
 
     def __init__(self, user: User, planned: PlannedScenario) -> None:
         self.user = user
@@ -62,6 +62,7 @@ class UserRun:
         self.go = asyncio.Event()  # open model: run one iteration (also set on stop, to wake it)
         self.task: asyncio.Task[None] | None = None
         self.completed = False  # ran its --iterations
+        self.queued = False  # open model: waiting in the pool for an iteration
 
 
 class Runner:
@@ -240,6 +241,8 @@ class Runner:
         # Sampled at each launch as well as each tick, so the users series follows the ramp-up.
         self.recorder.metrics.series.set_users(time.time(), self.active, self.options.source)
         log.info("launching user %d from %s...", index + 1, scenario.name)
+        if self.shape.arrival is not None and not planned.on_start:
+            self._enqueue(run)  # free at once: an iteration due at this very moment finds it
         run.task = asyncio.create_task(self._user_main(run))
         self._tasks[run.task] = run
 
@@ -316,7 +319,7 @@ class Runner:
     async def _serve_arrivals(self, run: UserRun) -> None:
         """The open model: wait in the pool for an iteration, run it, come back."""
         while not run.stop.is_set():
-            self._free.append(run)
+            self._enqueue(run)
             await run.go.wait()
             run.go.clear()
             if run.stop.is_set():
@@ -330,12 +333,15 @@ class Runner:
         t0 = time.perf_counter()
         failed = False
         user.slowest = None
-        for ti in planned.schedule:
+        last = len(planned.schedule) - 1
+        for pos, ti in enumerate(planned.schedule):
             failed |= not await self._run_transaction(user, planned, ti)
-            if run.stop.is_set():
-                return False
-            if wait is not None and wait[1] > 0 and await self._pause(run, random.uniform(*wait)):
-                return False
+            # A stop ends the pass early; after its last transaction, the pass is done.
+            paused = wait is not None and wait[1] > 0
+            if run.stop.is_set() or (paused and await self._pause(run, random.uniform(*wait))):  # type: ignore[misc]
+                if pos < last:
+                    return False
+                break
         ms = (time.perf_counter() - t0) * 1000.0
         self.recorder.scenario(planned.index, ms, not failed, user)
         if cadence is not None:
@@ -406,9 +412,15 @@ class Runner:
             after = when
             self._start_iteration()
 
+    def _enqueue(self, run: UserRun) -> None:
+        if not run.queued:
+            run.queued = True
+            self._free.append(run)
+
     def _start_iteration(self) -> None:
         while self._free:
             run = self._free.popleft()
+            run.queued = False
             if not run.stop.is_set():
                 run.go.set()
                 return

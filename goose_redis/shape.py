@@ -299,6 +299,8 @@ class Step:
 def history(shape: Shape, until: float) -> list[Step]:
     """The steps the run went through up to ``until``: each segment as far as it got, and the
     holds between them."""
+    if shape.end_s is not None:
+        until = min(until, shape.end_s)  # after its end the run only drains: not a step
     out: list[Step] = []
     segs = [s for s in shape.segments if s.at <= until + EPS]
     for i, seg in enumerate(segs):
