@@ -8,7 +8,6 @@ goose-redis status                 print a live gaggle's state from Redis
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
+from . import __version__, loop
 from .config import DEFAULT_REDIS_URL, Config, build_config
 from .errors import InvalidOption, LoadTestError
 from .loader import load_file, scenarios_of
@@ -54,6 +53,7 @@ def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[
     chosen = filter_scenarios(scenarios, raw.get("scenarios"))
     load_test = LoadTest(chosen, scenarios)
     config = build_config(raw, load_test.hosts())
+    loop.choose()  # a bad GOOSE_EVENT_LOOP stops here, with the other option errors
     return config, load_test
 
 
@@ -68,14 +68,14 @@ def execute(config: Config, load_test: LoadTest) -> int:
     if config.manager:
         from .gaggle.manager import run_manager
 
-        return asyncio.run(run_manager(config, load_test))
+        return loop.run(run_manager(config, load_test))
     if config.worker:
         from .gaggle.worker import run_worker
 
-        return asyncio.run(run_worker(config, load_test))
+        return loop.run(run_worker(config, load_test))
     from .standalone import run_standalone
 
-    return asyncio.run(run_standalone(config, load_test))
+    return loop.run(run_standalone(config, load_test))
 
 
 def run_command(raw: dict[str, Any], scenarios: Sequence[Scenario] | None = None) -> NoReturn:
@@ -127,7 +127,7 @@ def demo_command(**raw: Any) -> None:
 
     setup_logging(raw.get("verbose") or 0, bool(raw.get("quiet")))
     try:
-        code = asyncio.run(serve_and_run())
+        code = loop.run(serve_and_run())
     except InvalidOption as exc:
         _fail(str(exc), 2)
     sys.exit(code)
@@ -153,7 +153,7 @@ def status_command(redis_url: str, gaggle: str, as_json: bool) -> None:
 
     setup_logging(0, False)
     try:
-        sys.exit(asyncio.run(show_status(redis_url, gaggle, as_json)))
+        sys.exit(loop.run(show_status(redis_url, gaggle, as_json)))
     except InvalidOption as exc:
         _fail(str(exc), 2)
     except LoadTestError as exc:

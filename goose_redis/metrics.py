@@ -1,7 +1,8 @@
 """Aggregates per request, per transaction and per scenario; exact merge; wire form.
 
 A ``RowStats`` holds what every table row needs: exact count, failures,
-min/max/sum, status-code and error counts, and a DDSketch for percentiles.
+min/max/sum, status-code and error counts, response body bytes (request rows),
+and a DDSketch for percentiles.
 Two rows merge exactly (counters add, sketches merge), so a Worker can ship
 deltas and the Manager can add them up in any order.
 """
@@ -31,7 +32,7 @@ class WireError(ValueError):
 class RowStats:
     """One table row. ``__slots__`` because the request path touches it per request."""
 
-    __slots__ = ("count", "fail_count", "total_ms", "min_ms", "max_ms", "sketch", "status_codes", "errors")
+    __slots__ = ("count", "fail_count", "total_ms", "min_ms", "max_ms", "sketch", "status_codes", "errors", "bytes")
 
     def __init__(self) -> None:
         self.count = 0
@@ -42,10 +43,14 @@ class RowStats:
         self.sketch: DDSketch = new_sketch()
         self.status_codes: dict[int, int] = {}
         self.errors: dict[str, int] = {}
+        self.bytes = 0  # response body bytes received (request rows only)
 
-    def record(self, ms: float, success: bool, status: int | None = None, error: str | None = None) -> None:
+    def record(
+        self, ms: float, success: bool, status: int | None = None, error: str | None = None, size: int = 0
+    ) -> None:
         ms = ms if ms > 0.0 else 0.0
         self.count += 1
+        self.bytes += size
         self.total_ms += ms
         if ms < self.min_ms:
             self.min_ms = ms
@@ -71,6 +76,7 @@ class RowStats:
         self.count += other.count
         self.fail_count += other.fail_count
         self.total_ms += other.total_ms
+        self.bytes += other.bytes
         self.min_ms = min(self.min_ms, other.min_ms)
         self.max_ms = max(self.max_ms, other.max_ms)
         self.sketch.merge(other.sketch)
@@ -89,6 +95,7 @@ class RowStats:
             "sk": sketch_to_wire(self.sketch),
             "sc": {str(k): v for k, v in self.status_codes.items()},
             "err": self.errors,
+            "by": self.bytes,
         }
 
     @classmethod
@@ -109,6 +116,7 @@ class RowStats:
             row.sketch = sketch_from_wire(wire["sk"])
             row.status_codes = {int(k): _count(v) for k, v in codes.items()}
             row.errors = {str(k)[:MAX_ERROR_TEXT]: _count(v) for k, v in errors.items()}
+            row.bytes = _count(wire["by"])
         except (KeyError, TypeError, ValueError, SketchWireError) as exc:
             raise WireError(f"bad row: {exc}") from exc
         if int(row.sketch.count) != n:

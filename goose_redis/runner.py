@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .pool import HttpPool
 from .recorder import Recorder
 from .scenario import LoadTest, PlannedScenario
 from .user import User
@@ -69,6 +70,7 @@ class Runner:
         self.plan = plan
         self.options = options
         self.recorder = recorder
+        self.pool = HttpPool(options.timeout_s)  # every user's connections; cookies stay per user
         self.stop_event = asyncio.Event()
         self.stop_reason = ""
         self.users: list[User] = []
@@ -145,6 +147,7 @@ class Runner:
             await asyncio.gather(ticker, return_exceptions=True)
             self._tick_once()
             self.ended_at = time.time()
+            await self.pool.close()  # after the drain: every user has closed its session
 
     async def _launch(self, start_at: float) -> None:
         for launch in self.plan:
@@ -153,7 +156,7 @@ class Runner:
             planned = self.load_test.planned[launch.scenario_index]
             host = planned.scenario.host or self.options.host or ""
             user = User(launch.user_index, planned.scenario, launch.scenario_index, host, self.recorder,
-                        self.options.timeout_s)  # fmt: skip
+                        self.options.timeout_s, self.pool)  # fmt: skip
             self.users.append(user)
             self.active += 1
             # Sampled at each launch as well as each tick, so the users series follows the ramp-up.

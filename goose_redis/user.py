@@ -1,4 +1,4 @@
-"""A simulated user: its own aiohttp session (own cookie jar) and request helpers.
+"""A simulated user: its own cookie jar on the run's shared connection pool, and request helpers.
 
 Requests are timed from just before the request is sent until the whole body
 is read. Their records wait in the user until the transaction ends, so a
@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
+from .pool import HttpPool
 from .scenario import Scenario
 
 if TYPE_CHECKING:
@@ -115,7 +116,12 @@ def describe_exception(exc: BaseException, timeout_s: float) -> str:
 
 
 class User:
-    """One user of the load test; passed to every transaction function."""
+    """One user of the load test; passed to every transaction function.
+
+    Cheap to create (no session, no sockets until its first request): a run may
+    launch thousands a second. ``pool`` is the run's shared ``HttpPool``; without
+    one the user makes and closes a pool of its own.
+    """
 
     def __init__(
         self,
@@ -125,6 +131,7 @@ class User:
         host: str,
         recorder: Recorder,
         timeout_s: float = 60.0,
+        pool: HttpPool | None = None,
     ) -> None:
         self.index = index
         self.scenario = scenario
@@ -135,24 +142,26 @@ class User:
         self.transaction_name = ""
         self._recorder = recorder
         self._pending: list[Response] = []
+        self._pool = pool
+        self._own_pool = pool is None
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """This user's ``aiohttp.ClientSession``: its own cookie jar, the run's connections."""
         if self._session is None:
-            # unsafe=True: keep cookies from IP-address hosts (targets are often 127.0.0.1).
-            self._session = aiohttp.ClientSession(
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
-                connector=aiohttp.TCPConnector(limit=16, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                auto_decompress=True,
-            )
+            if self._pool is None:
+                self._pool = HttpPool(self.timeout_s)
+            self._session = self._pool.session()
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._own_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):

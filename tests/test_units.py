@@ -17,6 +17,7 @@ from goose_redis.config import build_config, redact_url
 from goose_redis.durations import format_duration, parse_duration
 from goose_redis.errors import InvalidOption
 from goose_redis.metrics import MAX_ERROR_TEXT, MAX_ERRORS_PER_ROW, OTHER_ERRORS, Metrics, RowStats, WireError
+from goose_redis.report.data import row_dict
 from goose_redis.runner import launch_interval, launch_plan
 from goose_redis.scenario import LoadTest, filter_scenarios, plan_scenario, round_robin, scenario_slots
 from goose_redis.series import MAX_BUCKETS, Series
@@ -279,14 +280,14 @@ def _filled_row(values: list[float], fail_every: int = 0) -> RowStats:
     row = RowStats()
     for i, ms in enumerate(values):
         failed = bool(fail_every) and i % fail_every == 0
-        row.record(ms, not failed, 500 if failed else 200, "500 Internal Server Error" if failed else None)
+        row.record(ms, not failed, 500 if failed else 200, "500 Internal Server Error" if failed else None, 100 + i)
     return row
 
 
 def _row_state(row: RowStats) -> tuple[Any, ...]:
     return (
         row.count, row.fail_count, round(row.total_ms, 6), row.min_ms, row.max_ms,
-        row.status_codes, row.errors, [quantile(row.sketch, q) for q in (0.5, 0.9, 0.99, 0.999)],
+        row.status_codes, row.errors, [quantile(row.sketch, q) for q in (0.5, 0.9, 0.99, 0.999)], row.bytes,
     )  # fmt: skip
 
 
@@ -327,7 +328,9 @@ def test_row_merge_equals_recording_everything_in_one() -> None:
     for vals, every in ((a_vals, 7), (b_vals, 11)):
         for i, ms in enumerate(vals):
             failed = i % every == 0
-            together.record(ms, not failed, 500 if failed else 200, "500 Internal Server Error" if failed else None)
+            together.record(
+                ms, not failed, 500 if failed else 200, "500 Internal Server Error" if failed else None, 100 + i
+            )
     a.merge(b)
     assert _row_state(a) == _row_state(together)
     empty = RowStats()
@@ -373,11 +376,32 @@ def _without(w: dict[str, Any], key: str) -> dict[str, Any]:
         lambda w: {**w, "max": None},
         lambda w: {**w, "sk": {"o": "0", "b": [], "z": 0}},
         lambda w: {**w, "sk": {"o": 0, "b": [1, -1, 1], "z": 0}},
+        lambda w: _without(w, "by"),
+        lambda w: {**w, "by": -5},
+        lambda w: {**w, "by": 2.5},
     ],
 )
 def test_row_from_wire_rejects_garbage(mutate: Callable[[dict[str, Any]], object]) -> None:
     with pytest.raises(WireError):
         RowStats.from_wire(mutate(_good_row_wire()))
+
+
+def test_row_bytes_add_up_merge_and_reach_the_report_rows() -> None:
+    row = RowStats()
+    row.record(1.0, True, 200, None, 1500)
+    row.record(2.0, False, 500, "500 Internal Server Error", 20)
+    row.record(3.0, False, None, "connection failed", 0)  # no response: no bytes
+    assert row.bytes == 1520
+    other = RowStats()
+    other.record(1.0, True, 200, None, 480)
+    row.merge(other)
+    assert row.bytes == 2000 and RowStats.from_wire(wire_trip(row.to_wire())).bytes == 2000
+    d = row_dict("/x", row, 10.0, with_status=True)
+    assert (d["bytes"], d["mean_bytes"]) == (2000, 500.0)
+    empty = row_dict("/y", RowStats(), 10.0, with_status=True)
+    assert (empty["bytes"], empty["mean_bytes"]) == (0, None)
+    # transaction and scenario rows carry no bytes
+    assert "bytes" not in row_dict("tx", row, 10.0) and "mean_bytes" not in row_dict("tx", row, 10.0)
 
 
 def test_metrics_wire_round_trip_and_merge() -> None:
