@@ -141,10 +141,11 @@ class Worker:
                 return  # keep it; the next round retries
             p.sent_at = time.monotonic()
 
-    def enqueue(self, final: bool = False) -> None:
-        """Cut a delta now (cheap, no I/O); sending happens in the flush loop."""
+    def enqueue(self, final: bool = False, sketches: bool = True) -> None:
+        """Cut a delta now (cheap, no I/O); sending happens in the flush loop.
+        ``sketches=False`` keeps the rows' sketches for a later delta (the counts go now)."""
         assert self.assignment is not None
-        delta = self.metrics.take()
+        delta = self.metrics.take(sketches=sketches or final)
         n, f = delta.total_requests()
         if delta.is_empty() and not final:
             return
@@ -405,9 +406,11 @@ class Worker:
                     return
 
     async def _flush_loop(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(K.METRICS_INTERVAL_S)
-            self.enqueue()
+            rounds += 1
+            self.enqueue(sketches=rounds % K.SKETCH_EVERY == 0)
             await self.send_pending()
 
     async def _deliver_final(self) -> bool:
