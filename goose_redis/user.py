@@ -194,10 +194,18 @@ class User:
             kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
         elif data is not None:
             kwargs["data"] = data
+        session = self._session or self.session
+        assert self._pool is not None  # the session property made one
+        pool = self._pool
+        deadlines = pool.deadlines
+        kwargs["timeout"] = pool.per_request  # no timer per request: the pool's sweeper times out
+        task = asyncio.current_task()
+        assert task is not None
         started = time.time()
         t0 = time.perf_counter()
+        deadlines.start(task, t0)
         try:
-            async with self.session.request(method, url, **kwargs) as r:
+            async with session.request(method, url, **kwargs) as r:
                 body = await r.read()
             elapsed_ms = (time.perf_counter() - t0) * 1000.0
             status = r.status
@@ -211,17 +219,22 @@ class User:
                 method, name, url, started, elapsed_ms, status, r.reason or "", r.headers, body, success, error
             )
         except asyncio.CancelledError:
-            raise
+            if not deadlines.timed_out(task):
+                raise  # the run is stopping: not ours to swallow
+            resp = self._failed(method, name, url, started, t0, TimeoutError())
         except Exception as exc:  # every transport failure becomes a failed request, never a crash
-            elapsed_ms = (time.perf_counter() - t0) * 1000.0
-            resp = Response(
-                method, name, url, started, elapsed_ms, success=False,
-                error=describe_exception(exc, self.timeout_s),
-            )  # fmt: skip
+            resp = self._failed(method, name, url, started, t0, exc)
+        finally:
+            deadlines.done(task)
         self._pending.append(resp)
         if len(self._pending) >= MAX_PENDING:
             self.flush()
         return resp
+
+    def _failed(self, method: str, name: str, url: str, started: float, t0: float, exc: BaseException) -> Response:
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        timeout_s = self._pool.deadlines.timeout_s if self._pool is not None else self.timeout_s
+        return Response(method, name, url, started, elapsed_ms, success=False, error=describe_exception(exc, timeout_s))
 
     def flush(self) -> bool:
         """Record pending requests; return True if any of them failed."""

@@ -48,11 +48,16 @@ async def login_site() -> AsyncIterator[tuple[str, list[int]]]:
         seen(request)
         return web.Response(text=f"hello {request.cookies.get('sid', 'anonymous')}")
 
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query["ms"]) / 1000)
+        return web.Response(text="slow")
+
     app = web.Application()
     app.router.add_post("/login", login_post)
     app.router.add_get("/login", login_get)
     app.router.add_get("/home", home)
-    runner = web.AppRunner(app, access_log=None)
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)  # slow handlers end with the test
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -121,3 +126,52 @@ def test_creating_a_user_opens_nothing() -> None:
 
     opened, still_none = asyncio.run(drive())
     assert not opened and still_none
+
+
+def test_the_pool_times_out_overdue_requests_and_only_those() -> None:
+    async def drive() -> tuple[list[tuple[bool, str | None, float]], int]:
+        pool = HttpPool(0.3)
+        async with login_site() as (host, _):
+            users = [_user(i, host, pool) for i in range(3)]
+            try:
+                results = await asyncio.gather(
+                    users[0].get("/slow", params={"ms": "5000"}),
+                    users[1].get("/slow", params={"ms": "5000"}),
+                    users[2].get("/home"),
+                )
+                # The user that timed out goes on with a new request on the same pool.
+                again = await users[0].get("/home")
+            finally:
+                for u in users:
+                    await u.close()
+                await pool.close()
+        return [(r.ok, r.error, r.elapsed_ms) for r in results], again.status
+
+    results, again = asyncio.run(drive())
+    for ok, error, elapsed_ms in results[:2]:
+        assert (ok, error) == (False, "timeout after 0.3s")
+        assert 300 <= elapsed_ms < 5000
+    assert results[2][:2] == (True, None)
+    assert again == 200
+
+
+def test_cancelling_a_user_mid_request_is_not_taken_for_a_timeout() -> None:
+    async def drive() -> tuple[bool, int]:
+        pool = HttpPool(30)
+        async with login_site() as (host, _):
+            user = _user(0, host, pool)
+            task = asyncio.create_task(user.get("/slow", params={"ms": "5000"}))
+            while not pool.deadlines.running:  # the request is in flight
+                await asyncio.sleep(0.01)
+            task.cancel()
+            cancelled = False
+            try:
+                await task
+            except asyncio.CancelledError:
+                cancelled = True
+            await user.close()
+            await pool.close()
+            return cancelled, len(pool.deadlines.running) + len(pool.deadlines.fired)
+
+    cancelled, left = asyncio.run(drive())
+    assert cancelled and left == 0
