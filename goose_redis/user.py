@@ -181,10 +181,14 @@ class User:
         expect_status: int | None = None,
         allow_redirects: bool = True,
     ) -> Response:
-        url = self.url(path)
+        url = path if path.startswith(("http://", "https://")) else f"{self.host}/{path.lstrip('/')}"
         if name is None:
-            name = path.split("?", 1)[0]
-        kwargs: dict[str, Any] = {"allow_redirects": allow_redirects}
+            name = path.split("?", 1)[0] if "?" in path else path
+        session = self._session or self.session
+        pool = self._pool
+        assert pool is not None  # the session property made one
+        # per_request: no timer per request, the pool's sweeper times requests out
+        kwargs: dict[str, Any] = {"allow_redirects": allow_redirects, "timeout": pool.per_request}
         if headers:
             kwargs["headers"] = headers
         if params:
@@ -194,11 +198,7 @@ class User:
             kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
         elif data is not None:
             kwargs["data"] = data
-        session = self._session or self.session
-        assert self._pool is not None  # the session property made one
-        pool = self._pool
         deadlines = pool.deadlines
-        kwargs["timeout"] = pool.per_request  # no timer per request: the pool's sweeper times out
         task = asyncio.current_task()
         assert task is not None
         started = time.time()
