@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -246,27 +246,29 @@ class User:
         self._pending.clear()
         return failed
 
-    async def get(self, path: str, **kw: Any) -> Response:
-        return await self.request("GET", path, **kw)
+    # Plain functions returning the request coroutine, not ``async def`` wrappers: one
+    # coroutine frame less to resume at every step of every request.
+    def get(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("GET", path, **kw)
 
-    async def head(self, path: str, **kw: Any) -> Response:
-        return await self.request("HEAD", path, **kw)
+    def head(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("HEAD", path, **kw)
 
-    async def delete(self, path: str, **kw: Any) -> Response:
-        return await self.request("DELETE", path, **kw)
+    def delete(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("DELETE", path, **kw)
 
-    async def post(self, path: str, data: Any = None, **kw: Any) -> Response:
-        return await self.request("POST", path, data=data, **kw)
+    def post(self, path: str, data: Any = None, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("POST", path, data=data, **kw)
 
-    async def put(self, path: str, data: Any = None, **kw: Any) -> Response:
-        return await self.request("PUT", path, data=data, **kw)
+    def put(self, path: str, data: Any = None, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("PUT", path, data=data, **kw)
 
-    async def patch(self, path: str, data: Any = None, **kw: Any) -> Response:
-        return await self.request("PATCH", path, data=data, **kw)
+    def patch(self, path: str, data: Any = None, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("PATCH", path, data=data, **kw)
 
-    async def post_json(self, path: str, json: Any, **kw: Any) -> Response:
-        return await self.request("POST", path, json=json, **kw)
+    def post_json(self, path: str, json: Any, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("POST", path, json=json, **kw)
 
-    async def post_form(self, path: str, form: Mapping[str, str], **kw: Any) -> Response:
+    def post_form(self, path: str, form: Mapping[str, str], **kw: Any) -> Coroutine[Any, Any, Response]:
         # A dict body is sent as application/x-www-form-urlencoded by aiohttp.
-        return await self.request("POST", path, data=dict(form), **kw)
+        return self.request("POST", path, data=dict(form), **kw)
