@@ -1,8 +1,8 @@
 """Requests per second of one goose-redis process, pinned to one core.
 
-    /work/venv/bin/python benchmarks/bench_engine.py                 # 50 users, 15 s
-    /work/venv/bin/python benchmarks/bench_engine.py --uvloop        # same, on uvloop (if installed)
-    /work/venv/bin/python benchmarks/bench_engine.py --profile prof.out   # cProfile of the engine
+    python benchmarks/bench_engine.py                          # 50 users, 15 s, the default loop (uvloop)
+    python benchmarks/bench_engine.py --event-loop asyncio     # same, on asyncio's own loop
+    python benchmarks/bench_engine.py --profile prof.out       # cProfile of the engine
 
 What runs:
 
@@ -51,11 +51,6 @@ LOAD_TEST = textwrap.dedent(
     """
 )
 
-# Runs the CLI on uvloop: the engine calls asyncio.run(), which uses the policy's loop.
-UVLOOP_SHIM = (
-    "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-    "from goose_redis.cli import entrypoint; sys.argv[0] = 'goose-redis'; entrypoint()"
-)
 PROFILE_SHIM = (
     "import cProfile, sys; from goose_redis.cli import entrypoint; out = sys.argv.pop(1); "
     "sys.argv[0] = 'goose-redis'; p = cProfile.Profile(); p.enable()\n"
@@ -152,14 +147,14 @@ def run_engine(args: argparse.Namespace, host: str, workdir: Path) -> dict[str, 
         "-f", str(lt), "--host", host, "-u", str(args.users), "-r", str(args.hatch_rate),
         "-t", f"{args.run_time}s", "--report-file", str(report), "-q",
     ]  # fmt: skip
-    if args.uvloop:
-        py = [sys.executable, "-c", UVLOOP_SHIM]
-    elif args.profile:
+    if args.profile:
         py = [sys.executable, "-c", PROFILE_SHIM, args.profile]
     else:
         py = [sys.executable, "-m", "goose_redis"]
     cmd = py + opts
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    if args.event_loop:
+        env["GOOSE_EVENT_LOOP"] = args.event_loop
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_pinned(args.engine_core)
@@ -184,7 +179,8 @@ def main() -> None:
     p.add_argument("--target-core", type=int, default=cores[-1] if len(cores) > 1 else None)
     p.add_argument("--target-workers", type=int, default=2, help="target processes sharing the target core")
     p.add_argument("--host", help="load this target instead of starting one (must be on this machine)")
-    p.add_argument("--uvloop", action="store_true", help="run the engine on uvloop (must be installed)")
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"],
+                   help="GOOSE_EVENT_LOOP for the engine (default: its own default, uvloop where installed)")
     p.add_argument("--profile", metavar="FILE", help="write a cProfile of the engine to FILE (slows it down)")
     p.add_argument("--serve-target", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -215,7 +211,7 @@ def main() -> None:
                 t.kill()
     agg = report["aggregated"]
     assert isinstance(agg, dict)
-    loop = "uvloop" if args.uvloop else "asyncio"
+    loop = args.event_loop or "default loop"
     print(
         f"goose-redis {report['version']} ({loop}), {args.users} users, engine on core {args.engine_core}, "
         f"target on core {args.target_core} x{args.target_workers}"

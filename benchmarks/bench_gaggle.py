@@ -1,14 +1,19 @@
 """What a gaggle costs Redis, and what the Manager costs, during a steady run.
 
-    /work/venv/bin/python benchmarks/bench_gaggle.py            # three phases, about a minute
-    /work/venv/bin/python benchmarks/bench_gaggle.py --phase-s 15 --skip-8
+    python benchmarks/bench_gaggle.py                        # four phases, about a minute and a half
+    python benchmarks/bench_gaggle.py --phase-s 40 --rows 10 --skip-8   # 10 request rows, longer windows
 
 Phases (each a real gaggle of CLI processes against a private redis-server and a tiny
 keep-alive HTTP target, all on 127.0.0.1):
 
 1. 2 Workers, 8 users with waits (0.5 to 1 s after each transaction): a low request rate;
-2. 2 Workers, 8 users without waits: as many requests as the machine allows;
-3. 8 Workers, 16 users with short waits: the Manager's CPU with 8 Workers.
+2. 2 Workers, 8 users with waits of 5 to 10 ms: about a thousand requests a second;
+3. 2 Workers, 8 users without waits: as many requests as the machine allows;
+4. 8 Workers, 16 users with short waits: the Manager's CPU with 8 Workers.
+
+The load test has two request rows, or ``--rows N`` (N transactions of one request each).
+A Worker sends its rows' sketches with every fifth metrics entry (every 10 s), so per
+Worker bytes are only steady over windows of tens of seconds: give ``--phase-s 40``.
 
 In the steady part of each phase (after every user is launched and the first metrics
 interval has passed) it measures, on the private Redis:
@@ -30,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -68,6 +74,22 @@ LOAD_TEST = textwrap.dedent(
     )
     """
 )
+
+
+# --rows N: N transactions of one request each, so N request rows (and N transaction rows).
+ROWS_LOAD_TEST = """
+from goose_redis import Scenario, Transaction, User
+
+
+def make(i: int):
+    async def get(user: User) -> None:
+        await user.get(f"/any/{{i}}", name=f"row {{i}}")
+
+    return Transaction(get, name=f"row {{i}}")
+
+
+bench = Scenario("Bench", wait={wait!r}).register(*(make(i) for i in range({rows})))
+"""
 
 
 # -- the pieces --------------------------------------------------------------------
@@ -176,6 +198,15 @@ def monitor_sample(r: redis.Redis, seconds: float) -> list[dict[str, Any]]:
     return seen
 
 
+_ESCAPE = re.compile(r"\\x[0-9a-fA-F]{2}|\\.")
+
+
+def monitor_bytes(command: str) -> int:
+    """Bytes a command's arguments really had: MONITOR escapes binary bytes (a compressed
+    metrics entry) as ``\\xNN``, four characters for one byte."""
+    return len(_ESCAPE.sub("_", command))
+
+
 def client_names(r: redis.Redis) -> dict[str, str]:
     """``ip:port`` -> the client_name of every connection."""
     return {c["addr"]: c.get("name") or "?" for c in r.client_list()}
@@ -193,10 +224,11 @@ class Phase:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def run_phase(phase: Phase, rds: RedisProc, target: str, workdir: Path, phase_s: float) -> None:
+def run_phase(phase: Phase, rds: RedisProc, target: str, workdir: Path, phase_s: float, rows: int | None) -> None:
     rds.client.flushall()
     lt = workdir / f"lt_{phase.workers}_{phase.users}.py"
-    lt.write_text(LOAD_TEST.format(wait=phase.wait))
+    text = LOAD_TEST.format(wait=phase.wait) if rows is None else ROWS_LOAD_TEST.format(wait=phase.wait, rows=rows)
+    lt.write_text(text)
     report = workdir / f"report_{phase.workers}_{phase.users}.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     py = [sys.executable, "-m", "goose_redis", "-f", str(lt), "--gaggle", GAGGLE]
@@ -216,7 +248,7 @@ def run_phase(phase: Phase, rds: RedisProc, target: str, workdir: Path, phase_s:
     try:
         wait_for(lambda: rds.client.hget(f"goose:{GAGGLE}:run", "state") == b"running", 60, "the start")
         time.sleep(3.5)  # every user launched, and the first metrics interval has passed
-        sample_s = 4.0
+        sample_s = min(20.0, max(4.0, phase_s / 3))
         window = max(4.0, phase_s - 6.0 - sample_s)
         # Window 1: INFO deltas and the Manager's CPU, with nothing else attached to Redis.
         c0, (in0, out0), cpu0 = commandstats(rds.client), net_bytes(rds.client), cpu_seconds(manager.pid)
@@ -250,7 +282,7 @@ def run_phase(phase: Phase, rds: RedisProc, target: str, workdir: Path, phase_s:
         who = "worker" if who.startswith("worker") else who
         verb = cmd["command"].split(" ", 1)[0].lower()
         per_proc.setdefault(who, Counter())[verb] += 1
-        size = len(cmd["command"])
+        size = monitor_bytes(cmd["command"])
         req_bytes[who] += size
         if verb == "xadd":
             xadd_sizes.append(size)
@@ -299,6 +331,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phase-s", type=float, default=18.0, help="run time of each phase (after the ramp-up)")
     ap.add_argument("--skip-8", action="store_true", help="skip the 8-Worker phase")
+    ap.add_argument("--rows", type=int, help="N request rows (N transactions of one request) instead of 2")
     ap.add_argument("--serve-target", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_target is not None:
@@ -308,6 +341,7 @@ def main() -> None:
 
     phases = [
         Phase("2 Workers, 8 users, waits 0.5-1 s", 2, 8, (0.5, 1.0)),
+        Phase("2 Workers, 8 users, waits 5-10 ms", 2, 8, (0.005, 0.01)),
         Phase("2 Workers, 8 users, no waits", 2, 8, None),
     ]
     if not args.skip_8:
@@ -321,7 +355,7 @@ def main() -> None:
             wait_for(lambda: _listening(tport), 10, "the target")
             for p in phases:
                 print(f"running: {p.label} ({args.phase_s:.0f} s) ...", file=sys.stderr, flush=True)
-                run_phase(p, rds, f"http://127.0.0.1:{tport}", workdir, args.phase_s)
+                run_phase(p, rds, f"http://127.0.0.1:{tport}", workdir, args.phase_s, args.rows)
         finally:
             rds.stop()
             target.terminate()

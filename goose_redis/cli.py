@@ -6,7 +6,6 @@ registering a command there is all it takes to list it in ``goose-redis --help``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
+from . import __version__, loop
 from .clierrors import goose_socket_flags, usage_error
 from .config import Config, build_config, build_status_config
 from .errors import InvalidOption, LoadTestError
@@ -59,6 +58,7 @@ def prepare(raw: dict[str, Any], scenarios: Sequence[Scenario] | None) -> tuple[
     load_test = LoadTest(chosen, scenarios)
     names = ([t.display_name for s in chosen for t in s.transactions], [s.name for s in chosen])
     config = build_config(raw, load_test.hosts(), row_names=names)
+    loop.choose()  # a bad GOOSE_EVENT_LOOP stops here, with the other option errors
     return config, load_test
 
 
@@ -80,14 +80,14 @@ def execute(config: Config, load_test: LoadTest) -> int:
     if config.manager:
         from .gaggle.manager import run_manager
 
-        return asyncio.run(run_manager(config, load_test))
+        return loop.run(run_manager(config, load_test))
     if config.worker:
         from .gaggle.worker import run_worker
 
-        return asyncio.run(run_worker(config, load_test))
+        return loop.run(run_worker(config, load_test))
     from .standalone import run_standalone
 
-    return asyncio.run(run_standalone(config, load_test))
+    return loop.run(run_standalone(config, load_test))
 
 
 def run_command(raw: dict[str, Any], scenarios: Sequence[Scenario] | None = None) -> NoReturn:
@@ -167,7 +167,7 @@ def demo_command(**raw: Any) -> None:
 
     setup_logging(raw.get("verbose") or 0, bool(raw.get("quiet")))
     try:
-        code = asyncio.run(serve_and_run())
+        code = loop.run(serve_and_run())
     except InvalidOption as exc:
         _fail(str(exc), 2)
     except LoadTestError as exc:
@@ -203,7 +203,7 @@ def status_command(**raw: Any) -> None:
 
     setup_logging(0, True)  # errors only: the one line below says what went wrong
     try:
-        sys.exit(asyncio.run(show_status(build_status_config(raw))))
+        sys.exit(loop.run(show_status(build_status_config(raw))))
     except InvalidOption as exc:
         _fail(str(exc), 2)
     except LoadTestError as exc:

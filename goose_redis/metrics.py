@@ -1,9 +1,12 @@
 """Aggregates per request, per transaction and per scenario; exact merge; wire form.
 
 A ``RowStats`` holds what every table row needs: exact count, failures,
-min/max/sum, status-code and error counts, and a DDSketch for percentiles.
+min/max/sum, status-code and error counts, response body bytes (request rows),
+and a DDSketch for percentiles.
 Two rows merge exactly (counters add, sketches merge), so a Worker can ship
-deltas and the Manager can add them up in any order.
+deltas and the Manager can add them up in any order. A Worker may keep its rows'
+sketches back for a few deltas (``Metrics.take(sketches=False)``): the counts go
+every delta, the bulky sketches every few, and the final delta carries the rest.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ddsketch import DDSketch
-
 from .series import Series
-from .sketch import SketchWireError, new_sketch, sketch_from_wire, sketch_to_wire
+from .sketch import Sketch, SketchWireError, sketch_from_wire, sketch_to_wire
 
 # Error texts are free-form (exception messages); cap them so a noisy target
 # cannot grow a row without bound.
@@ -31,7 +32,7 @@ class WireError(ValueError):
 class RowStats:
     """One table row. ``__slots__`` because the request path touches it per request."""
 
-    __slots__ = ("count", "fail_count", "total_ms", "min_ms", "max_ms", "sketch", "status_codes", "errors")
+    __slots__ = ("count", "fail_count", "total_ms", "min_ms", "max_ms", "sketch", "status_codes", "errors", "bytes")
 
     def __init__(self) -> None:
         self.count = 0
@@ -39,13 +40,17 @@ class RowStats:
         self.total_ms = 0.0
         self.min_ms = float("inf")
         self.max_ms = 0.0
-        self.sketch: DDSketch = new_sketch()
+        self.sketch = Sketch()
         self.status_codes: dict[int, int] = {}
         self.errors: dict[str, int] = {}
+        self.bytes = 0  # response body bytes received (request rows only)
 
-    def record(self, ms: float, success: bool, status: int | None = None, error: str | None = None) -> None:
+    def record(
+        self, ms: float, success: bool, status: int | None = None, error: str | None = None, size: int = 0
+    ) -> None:
         ms = ms if ms > 0.0 else 0.0
         self.count += 1
+        self.bytes += size
         self.total_ms += ms
         if ms < self.min_ms:
             self.min_ms = ms
@@ -66,11 +71,12 @@ class RowStats:
         self.errors[text] = self.errors.get(text, 0) + n
 
     def merge(self, other: RowStats) -> None:
-        if other.count == 0 and not other.errors:
+        if other.count == 0 and not other.errors and not other.sketch.count:
             return
         self.count += other.count
         self.fail_count += other.fail_count
         self.total_ms += other.total_ms
+        self.bytes += other.bytes
         self.min_ms = min(self.min_ms, other.min_ms)
         self.max_ms = max(self.max_ms, other.max_ms)
         self.sketch.merge(other.sketch)
@@ -89,6 +95,7 @@ class RowStats:
             "sk": sketch_to_wire(self.sketch),
             "sc": {str(k): v for k, v in self.status_codes.items()},
             "err": self.errors,
+            "by": self.bytes,
         }
 
     @classmethod
@@ -109,10 +116,11 @@ class RowStats:
             row.sketch = sketch_from_wire(wire["sk"])
             row.status_codes = {int(k): _count(v) for k, v in codes.items()}
             row.errors = {str(k)[:MAX_ERROR_TEXT]: _count(v) for k, v in errors.items()}
+            row.bytes = _count(wire["by"])
         except (KeyError, TypeError, ValueError, SketchWireError) as exc:
             raise WireError(f"bad row: {exc}") from exc
-        if int(row.sketch.count) != n:
-            raise WireError("row sketch count differs from its count")
+        # The sketch may hold fewer samples than the count (kept back for a later delta)
+        # or more (samples kept back from earlier ones): only the final merge must agree.
         return row
 
 
@@ -139,6 +147,8 @@ class Metrics:
     co_requests: dict[RequestKey, RowStats] = field(default_factory=dict)
     # Open model: iterations that were due when no user was free.
     dropped_iterations: int = 0
+    # Sketches kept back by take(sketches=False), in rows of count 0; never on the wire itself.
+    held: Metrics | None = field(default=None, repr=False, compare=False)
 
     def request_row(self, method: str, name: str) -> RowStats:
         key = (method, name)
@@ -198,12 +208,26 @@ class Metrics:
         if with_series:
             self.series.merge(other.series)
 
-    def take(self) -> Metrics:
-        """Hand over everything recorded so far and start empty: one delta."""
+    def take(self, *, sketches: bool = True) -> Metrics:
+        """Hand over everything recorded so far and start empty: one delta.
+
+        ``sketches=False`` keeps the rows' sketches back: they stay here, merged, and
+        leave with the next delta taken with ``sketches=True`` (so the counts travel
+        every interval and the sketches, the bulk of a delta at high rates, less often).
+        """
         delta = Metrics(self.requests, self.transactions, self.scenarios, self.series.take(), self.co_requests,
                         self.dropped_iterations)  # fmt: skip
         self.requests, self.transactions, self.scenarios, self.co_requests = {}, {}, {}, {}
         self.dropped_iterations = 0
+        if sketches:
+            if self.held is not None:
+                delta.merge(self.held, with_series=False)  # count-0 rows that carry the kept sketches
+                self.held = None
+            return delta
+        held = self.held = self.held or Metrics()
+        _hold(delta.requests, held.requests)
+        _hold(delta.transactions, held.transactions)
+        _hold(delta.scenarios, held.scenarios)
         return delta
 
     def take_totals(self) -> Metrics:
@@ -214,6 +238,9 @@ class Metrics:
                        dropped_iterations=self.dropped_iterations)  # fmt: skip
         self.requests, self.transactions, self.scenarios, self.co_requests = {}, {}, {}, {}
         self.dropped_iterations = 0
+        if self.held is not None:
+            rows.merge(self.held, with_series=False)
+            self.held = None
         return rows
 
     def to_wire(self) -> dict[str, Any]:
@@ -253,6 +280,17 @@ class Metrics:
         except ValueError as exc:
             raise WireError(str(exc)) from exc
         return m
+
+
+def _hold(rows: dict[Any, RowStats], kept: dict[Any, RowStats]) -> None:
+    """Move the sketches of ``rows`` into ``kept`` (rows of count 0)."""
+    for key, row in rows.items():
+        if row.sketch.count:
+            k = kept.get(key)
+            if k is None:
+                k = kept[key] = RowStats()
+            k.sketch.merge(row.sketch)
+            row.sketch = Sketch()
 
 
 def _triples(items: object) -> Iterable[list[Any]]:

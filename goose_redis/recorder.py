@@ -27,7 +27,9 @@ class Recorder:
 
     def request(self, resp: Response, user: User) -> None:
         m = self.metrics
-        m.request_row(resp.method, resp.name).record(resp.elapsed_ms, resp.success, resp.status or None, resp.error)
+        m.request_row(resp.method, resp.name).record(
+            resp.elapsed_ms, resp.success, resp.status or None, resp.error, len(resp.body)
+        )
         m.series.record(resp.started, f"{resp.method} {resp.name}", resp.elapsed_ms, resp.success)
         if self.events is not None and not resp.success:
             self.events.request_failed(resp, user, self.origin)

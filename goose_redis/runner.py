@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .co import Cadence, backfill
+from .pool import HttpPool
 from .recorder import Recorder
 from .scenario import LoadTest, PlannedScenario
 from .shape import EPS, WHOLE, Shape, Slot
@@ -75,6 +76,7 @@ class Runner:
         self.shape = shape
         self.slot = slot
         self.throttle = Throttle()
+        self.pool = HttpPool(options.timeout_s)  # every user's connections; cookies stay per user
         self.stop_event = asyncio.Event()
         self.stop_reason = ""
         self.running: dict[int, UserRun] = {}  # users not told to stop, by gaggle-wide index
@@ -156,6 +158,7 @@ class Runner:
             await asyncio.gather(ticker, return_exceptions=True)
             self._tick_once()
             self.ended_at = time.time()
+            await self.pool.close()  # after the drain: every user has closed its session
 
     async def _follow(self, on_reset: Callable[[], None] | None) -> None:
         """Keep the users this slot should run at every moment of the shape."""
@@ -234,7 +237,8 @@ class Runner:
         planned = self.load_test.planned[si]
         scenario = planned.scenario
         user = User(index, scenario, si, scenario.host or self.options.host or "", self.recorder,
-                    self.options.timeout_s, self.throttle, self.options.co_mitigation != "disabled")  # fmt: skip
+                    self.options.timeout_s, self.pool, self.throttle,
+                    self.options.co_mitigation != "disabled")  # fmt: skip
         run = UserRun(user, planned)
         self.running[index] = run
         self.launched += 1

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ddsketch import DDSketch
-
-from .sketch import new_sketch, quantile, sketch_from_wire, sketch_to_wire
+from .sketch import Sketch, new_sketch, quantile, sketch_from_wire, sketch_to_wire
 
 MAX_BUCKETS = 3600
 
@@ -37,7 +35,7 @@ class Bucket:
     def __init__(self) -> None:
         self.requests = 0
         self.failures = 0
-        self.sketch: DDSketch = new_sketch()
+        self.sketch: Sketch = new_sketch()
         self.rows: dict[str, list[int]] = {}
         self.users: dict[str, int] = {}
         # [requests, failures] of this bucket that the metrics reset left out of the rows.

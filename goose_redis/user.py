@@ -1,4 +1,4 @@
-"""A simulated user: its own aiohttp session (own cookie jar) and request helpers.
+"""A simulated user: its own cookie jar on the run's shared connection pool, and request helpers.
 
 Requests are timed from just before the request is sent until the whole body
 is read. Their records wait in the user until the transaction ends, so a
@@ -11,13 +11,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
+from .pool import HttpPool
 from .scenario import Scenario
 
 if TYPE_CHECKING:
@@ -116,7 +117,12 @@ def describe_exception(exc: BaseException, timeout_s: float) -> str:
 
 
 class User:
-    """One user of the load test; passed to every transaction function."""
+    """One user of the load test; passed to every transaction function.
+
+    Cheap to create (no session, no sockets until its first request): a run may
+    launch thousands a second. ``pool`` is the run's shared ``HttpPool``; without
+    one the user makes and closes a pool of its own.
+    """
 
     def __init__(
         self,
@@ -126,6 +132,7 @@ class User:
         host: str,
         recorder: Recorder,
         timeout_s: float = 60.0,
+        pool: HttpPool | None = None,
         throttle: Throttle | None = None,
         track_slowest: bool = False,
     ) -> None:
@@ -138,6 +145,8 @@ class User:
         self.transaction_name = ""
         self._recorder = recorder
         self._pending: list[Response] = []
+        self._pool = pool
+        self._own_pool = pool is None
         self._session: aiohttp.ClientSession | None = None
         self._throttle = throttle
         # Coordinated-omission mitigation wants the slowest request of each pass.
@@ -146,20 +155,20 @@ class User:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """This user's ``aiohttp.ClientSession``: its own cookie jar, the run's connections."""
         if self._session is None:
-            # unsafe=True: keep cookies from IP-address hosts (targets are often 127.0.0.1).
-            self._session = aiohttp.ClientSession(
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
-                connector=aiohttp.TCPConnector(limit=16, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                auto_decompress=True,
-            )
+            if self._pool is None:
+                self._pool = HttpPool(self.timeout_s)
+            self._session = self._pool.session()
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._own_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -179,10 +188,14 @@ class User:
         expect_status: int | None = None,
         allow_redirects: bool = True,
     ) -> Response:
-        url = self.url(path)
+        url = path if path.startswith(("http://", "https://")) else f"{self.host}/{path.lstrip('/')}"
         if name is None:
-            name = path.split("?", 1)[0]
-        kwargs: dict[str, Any] = {"allow_redirects": allow_redirects}
+            name = path.split("?", 1)[0] if "?" in path else path
+        session = self._session or self.session
+        pool = self._pool
+        assert pool is not None  # the session property made one
+        # per_request: no timer per request, the pool's sweeper times requests out
+        kwargs: dict[str, Any] = {"allow_redirects": allow_redirects, "timeout": pool.per_request}
         if headers:
             kwargs["headers"] = headers
         if params:
@@ -195,10 +208,14 @@ class User:
         throttle = self._throttle
         if throttle is not None and throttle.rate is not None:
             await throttle.acquire()  # the wait for a slot is not part of the response time
+        deadlines = pool.deadlines
+        task = asyncio.current_task()
+        assert task is not None
         started = time.time()
         t0 = time.perf_counter()
+        deadlines.start(task, t0)
         try:
-            async with self.session.request(method, url, **kwargs) as r:
+            async with session.request(method, url, **kwargs) as r:
                 body = await r.read()
             elapsed_ms = (time.perf_counter() - t0) * 1000.0
             status = r.status
@@ -212,17 +229,22 @@ class User:
                 method, name, url, started, elapsed_ms, status, r.reason or "", r.headers, body, success, error
             )
         except asyncio.CancelledError:
-            raise
+            if not deadlines.timed_out(task):
+                raise  # the run is stopping: not ours to swallow
+            resp = self._failed(method, name, url, started, t0, TimeoutError())
         except Exception as exc:  # every transport failure becomes a failed request, never a crash
-            elapsed_ms = (time.perf_counter() - t0) * 1000.0
-            resp = Response(
-                method, name, url, started, elapsed_ms, success=False,
-                error=describe_exception(exc, self.timeout_s),
-            )  # fmt: skip
+            resp = self._failed(method, name, url, started, t0, exc)
+        finally:
+            deadlines.done(task)
         self._pending.append(resp)
         if len(self._pending) >= MAX_PENDING:
             self.flush()
         return resp
+
+    def _failed(self, method: str, name: str, url: str, started: float, t0: float, exc: BaseException) -> Response:
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        timeout_s = self._pool.deadlines.timeout_s if self._pool is not None else self.timeout_s
+        return Response(method, name, url, started, elapsed_ms, success=False, error=describe_exception(exc, timeout_s))
 
     def flush(self) -> bool:
         """Record pending requests; return True if any of them failed."""
@@ -236,27 +258,29 @@ class User:
         self._pending.clear()
         return failed
 
-    async def get(self, path: str, **kw: Any) -> Response:
-        return await self.request("GET", path, **kw)
+    # Plain functions returning the request coroutine, not ``async def`` wrappers: one
+    # coroutine frame less to resume at every step of every request.
+    def get(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("GET", path, **kw)
 
-    async def head(self, path: str, **kw: Any) -> Response:
-        return await self.request("HEAD", path, **kw)
+    def head(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("HEAD", path, **kw)
 
-    async def delete(self, path: str, **kw: Any) -> Response:
-        return await self.request("DELETE", path, **kw)
+    def delete(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("DELETE", path, **kw)
 
-    async def post(self, path: str, data: Any = None, **kw: Any) -> Response:
-        return await self.request("POST", path, data=data, **kw)
+    def post(self, path: str, data: Any = None, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("POST", path, data=data, **kw)
 
-    async def put(self, path: str, data: Any = None, **kw: Any) -> Response:
-        return await self.request("PUT", path, data=data, **kw)
+    def put(self, path: str, data: Any = None, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("PUT", path, data=data, **kw)
 
-    async def patch(self, path: str, data: Any = None, **kw: Any) -> Response:
-        return await self.request("PATCH", path, data=data, **kw)
+    def patch(self, path: str, data: Any = None, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("PATCH", path, data=data, **kw)
 
-    async def post_json(self, path: str, json: Any, **kw: Any) -> Response:
-        return await self.request("POST", path, json=json, **kw)
+    def post_json(self, path: str, json: Any, **kw: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("POST", path, json=json, **kw)
 
-    async def post_form(self, path: str, form: Mapping[str, str], **kw: Any) -> Response:
+    def post_form(self, path: str, form: Mapping[str, str], **kw: Any) -> Coroutine[Any, Any, Response]:
         # A dict body is sent as application/x-www-form-urlencoded by aiohttp.
-        return await self.request("POST", path, data=dict(form), **kw)
+        return self.request("POST", path, data=dict(form), **kw)

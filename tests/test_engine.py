@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,6 +110,25 @@ def test_counts_per_request_equal_what_the_server_saw(fresh_target: CountingTarg
     assert report["aggregated"]["count"] == fresh_target.total() == 4 * 5 * (2 * 3 + 6)
     assert report["aggregated"]["fail_count"] == 0
     assert rows(report)["POST /echo"]["status_codes"] == {"200": 20}
+
+
+def test_request_rows_count_response_body_bytes(fresh_target: CountingTarget, tmp_path: Path) -> None:
+    async def browse(user: User) -> None:
+        await user.get("/")
+        await user.get("/json")
+        await user.head("/")  # a HEAD response has no body
+
+    sizes = {path: len(urllib.request.urlopen(fresh_target.url + path, timeout=10).read()) for path in ("/", "/json")}
+    assert sizes["/"] > 0 and sizes["/json"] > sizes["/"]
+    report = run_engine([Scenario("Bytes").register(Transaction(browse))], tmp_path, host=fresh_target.url,
+                        users="2", iterations="3", no_reset_metrics=True)  # fmt: skip
+    r = rows(report)
+    assert (r["GET /"]["bytes"], r["GET /"]["mean_bytes"]) == (6 * sizes["/"], float(sizes["/"]))
+    assert r["GET /json"]["bytes"] == 6 * sizes["/json"]
+    assert (r["HEAD /"]["bytes"], r["HEAD /"]["mean_bytes"]) == (0, 0.0)
+    agg = report["aggregated"]
+    assert agg["bytes"] == 6 * (sizes["/"] + sizes["/json"])
+    assert agg["mean_bytes"] == pytest.approx(agg["bytes"] / 18)
 
 
 def test_run_time_counts_and_weighted_mix(fresh_target: CountingTarget, tmp_path: Path) -> None:

@@ -610,7 +610,7 @@ def test_a_stop_request_written_with_redis_cli_stops_the_gaggle(
     workers = [gaggle.worker(), gaggle.worker()]
     fresh_target.wait_for_hits(50, timeout=20)
     r = redis_server.client()
-    request = '{"v": 1, "by": "operator", "reason": "stopped with redis-cli", "at": 0}'
+    request = '{"v": 2, "by": "operator", "reason": "stopped with redis-cli", "at": 0}'
     assert r.set(gaggle.key("stop"), request, nx=True, ex=3600)
     r.publish(gaggle.key("control"), "exit")
     finish(manager, workers, timeout=30)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from support import CliProcess, CountingTarget, ProcessTracker, RedisServer
 from test_gaggle import Gaggle, aggregated, finish, pid_of, wait_until, worker_id, worker_index
 
-from goose_redis.gaggle.protocol import PROTOCOL_VERSION as V
+from goose_redis.gaggle.protocol import PROTOCOL_VERSION
 from goose_redis.metrics import Metrics
 
 pytestmark = pytest.mark.slow
@@ -188,7 +189,9 @@ def test_garbage_in_the_gaggles_keys_is_logged_and_ignored(
     junk_regs = {
         "junk-1": "not json at all",
         "junk-2": json.dumps({"v": 99, "id": "junk-2", "host": "h", "pid": 1, "hash": "x", "at": 1.0}),
-        "junk-3": json.dumps({"v": V, "id": "junk-3", "host": "h", "pid": "one", "hash": "x", "at": 1.0}),
+        "junk-3": json.dumps(
+            {"v": PROTOCOL_VERSION, "id": "junk-3", "host": "h", "pid": "one", "hash": "x", "at": 1.0}
+        ),
     }
     for wid, raw in junk_regs.items():
         r.hset(k("workers"), wid, raw)
@@ -196,10 +199,11 @@ def test_garbage_in_the_gaggles_keys_is_logged_and_ignored(
     r.sadd(k("ready"), "junk-1")
     r.publish(k("control"), "garbage")
     # Stream entries that are not deltas, or not for this run's workers.
-    empty = orjson.dumps(Metrics().to_wire())
-    head = {"v": V, "run": run, "w": "nobody", "seq": 1, "phase": "steady", "final": True, "n": 5, "f": 0}
+    empty = zlib.compress(orjson.dumps(Metrics().to_wire()))
+    head = {"v": PROTOCOL_VERSION, "run": run, "w": "nobody", "seq": 1, "phase": "steady", "final": True,
+            "n": 5, "f": 0}  # fmt: skip
     r.xadd(k("metrics"), {"junk": "x"})
-    r.xadd(k("metrics"), {"head": json.dumps({"v": V, "run": run}), "data": "{}"})
+    r.xadd(k("metrics"), {"head": json.dumps({"v": PROTOCOL_VERSION + 1, "run": run}), "data": "{}"})
     r.xadd(k("metrics"), {"head": "not json", "data": b"\x00\x01"})
     r.xadd(k("metrics"), {"head": json.dumps(head), "data": empty})  # unknown worker
     r.xadd(k("metrics"), {"head": json.dumps({**head, "run": "earlier"}), "data": empty})  # an earlier run
@@ -213,7 +217,7 @@ def test_garbage_in_the_gaggles_keys_is_logged_and_ignored(
     far_off = Metrics()
     far_off.series.record(1000.0, "GET /", 1.0, True)
     far_head = {**head, "w": ids[0], "seq": 10_001, "final": False}
-    r.xadd(k("metrics"), {"head": json.dumps(far_head), "data": orjson.dumps(far_off.to_wire())})
+    r.xadd(k("metrics"), {"head": json.dumps(far_head), "data": zlib.compress(orjson.dumps(far_off.to_wire()))})
 
     # A junk acknowledgement: the Manager overwrites it with its next one, so keep writing
     # it until the Worker has read it once.

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import zlib
 from pathlib import Path
 
 import orjson
 import pytest
 
+from goose_redis.gaggle import protocol
 from goose_redis.gaggle.allocation import describe_split, split_users
 from goose_redis.gaggle.keys import PREFIX, Keys
 from goose_redis.gaggle.ledger import WorkerLedger
@@ -154,8 +156,8 @@ def test_ledger_complete_needs_final_and_everything_before_it() -> None:
         b'"a string"',
         b"42",
         b"{}",
-        b'{"v": 99}',
-        b'{"v": "1"}',
+        b'{"v": 3}',
+        b'{"v": "2"}',
         b'{"v": true}',
         orjson.dumps({"v": PROTOCOL_VERSION + 1, "run_id": "x", "at": 1.0}),
         12345,
@@ -294,13 +296,18 @@ def test_metrics_entry_size_does_not_grow_with_the_request_count() -> None:
     assert large < small * 1.2, (small, large)
 
 
+def _good_row() -> dict[str, object]:
+    row: dict[str, object] = orjson.loads(orjson.dumps(_sample_metrics().requests[("GET", "index")].to_wire()))
+    return row
+
+
 def _fields(head: object = None, data: object = None) -> dict[bytes, bytes]:
     good = MetricsEntry("run1", "w1", 1, "steady", False, 1, 0, _sample_metrics()).to_fields()
     out = dict(good)
     if head is not None:
         out[b"head"] = head if isinstance(head, bytes) else orjson.dumps(head)
-    if data is not None:
-        out[b"data"] = data if isinstance(data, bytes) else orjson.dumps(data)
+    if data is not None:  # an object is sent as the Worker sends it: JSON, compressed
+        out[b"data"] = data if isinstance(data, bytes) else zlib.compress(orjson.dumps(data))
     return out
 
 
@@ -331,7 +338,13 @@ _DROP = object()
         _fields(head=_head(n="10")),
         _fields(head=_head(f=None)),
         _fields(head=_head(seq=_DROP)),
-        _fields(data=b"not json"),
+        _fields(data=b"not json"),  # not zlib data
+        _fields(data=zlib.compress(b"not json")),
+        _fields(data=zlib.compress(orjson.dumps(Metrics().to_wire()))[:-3]),  # truncated
+        _fields(data=orjson.dumps(Metrics().to_wire())),  # JSON, not compressed: protocol 1
+        {b"head": _fields()[b"head"]},  # no data
+        _fields(data={"req": [["GET", "x", {**_good_row(), "sk": [0, 5, -1]}]], "tx": [], "sc": [],
+                      "ser": {"i": 1, "b": []}}),  # fmt: skip
         _fields(data=[1, 2]),
         _fields(data={"req": "x", "tx": [], "sc": [], "ser": {"i": 1, "b": []}}),
         _fields(data={"req": [["GET", "x", {"n": 2, "f": 3}]], "tx": [], "sc": [], "ser": {"i": 1, "b": []}}),
@@ -465,3 +478,11 @@ def test_the_key_table_in_the_docs_matches_keys_py() -> None:
         k.control,
     ]
     assert {key.removeprefix(k.base) for key in built} == names
+
+
+def test_metrics_entry_data_that_inflates_past_the_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    fields = MetricsEntry("run1", "w1", 1, "steady", False, 1, 0, _sample_metrics()).to_fields()
+    assert MetricsEntry.from_fields(fields).metrics.total_requests() == (201, 21)
+    monkeypatch.setattr(protocol, "MAX_DATA_BYTES", 1000)
+    with pytest.raises(ProtocolError, match="inflates past 1000 bytes"):
+        MetricsEntry.from_fields(fields)

@@ -17,6 +17,7 @@ from goose_redis.config import build_config, redact_url
 from goose_redis.durations import format_duration, parse_duration
 from goose_redis.errors import InvalidOption
 from goose_redis.metrics import MAX_ERROR_TEXT, MAX_ERRORS_PER_ROW, OTHER_ERRORS, Metrics, RowStats, WireError
+from goose_redis.report.data import PERCENTILES, row_dict
 from goose_redis.scenario import LoadTest, filter_scenarios, plan_scenario, round_robin, scenario_slots
 from goose_redis.series import MAX_BUCKETS, Series
 from goose_redis.shape import Slot, simple
@@ -278,14 +279,14 @@ def _filled_row(values: list[float], fail_every: int = 0) -> RowStats:
     row = RowStats()
     for i, ms in enumerate(values):
         failed = bool(fail_every) and i % fail_every == 0
-        row.record(ms, not failed, 500 if failed else 200, "500 Internal Server Error" if failed else None)
+        row.record(ms, not failed, 500 if failed else 200, "500 Internal Server Error" if failed else None, 100 + i)
     return row
 
 
 def _row_state(row: RowStats) -> tuple[Any, ...]:
     return (
         row.count, row.fail_count, round(row.total_ms, 6), row.min_ms, row.max_ms,
-        row.status_codes, row.errors, [quantile(row.sketch, q) for q in (0.5, 0.9, 0.99, 0.999)],
+        row.status_codes, row.errors, [quantile(row.sketch, q) for q in (0.5, 0.9, 0.99, 0.999)], row.bytes,
     )  # fmt: skip
 
 
@@ -326,7 +327,9 @@ def test_row_merge_equals_recording_everything_in_one() -> None:
     for vals, every in ((a_vals, 7), (b_vals, 11)):
         for i, ms in enumerate(vals):
             failed = i % every == 0
-            together.record(ms, not failed, 500 if failed else 200, "500 Internal Server Error" if failed else None)
+            together.record(
+                ms, not failed, 500 if failed else 200, "500 Internal Server Error" if failed else None, 100 + i
+            )
     a.merge(b)
     assert _row_state(a) == _row_state(together)
     empty = RowStats()
@@ -363,20 +366,40 @@ def _without(w: dict[str, Any], key: str) -> dict[str, Any]:
         lambda w: {**w, "n": "3"},
         lambda w: {**w, "n": -1},
         lambda w: {**w, "f": 4},  # more failures than requests
-        lambda w: {**w, "n": 4},  # the sketch holds 3
         lambda w: {**w, "sc": [200, 3]},
         lambda w: {**w, "sc": {"200": -1}},
         lambda w: {**w, "sc": {"ok": 1}},
         lambda w: {**w, "err": {"boom": "many"}},
         lambda w: {**w, "sum": "lots"},
         lambda w: {**w, "max": None},
-        lambda w: {**w, "sk": {"o": "0", "b": [], "z": 0}},
-        lambda w: {**w, "sk": {"o": 0, "b": [1, -1, 1], "z": 0}},
+        lambda w: {**w, "sk": {"o": 0, "b": [], "z": 0}},
+        lambda w: {**w, "sk": [0, 1, -1]},
+        lambda w: _without(w, "by"),
+        lambda w: {**w, "by": -5},
+        lambda w: {**w, "by": 2.5},
     ],
 )
 def test_row_from_wire_rejects_garbage(mutate: Callable[[dict[str, Any]], object]) -> None:
     with pytest.raises(WireError):
         RowStats.from_wire(mutate(_good_row_wire()))
+
+
+def test_row_bytes_add_up_merge_and_reach_the_report_rows() -> None:
+    row = RowStats()
+    row.record(1.0, True, 200, None, 1500)
+    row.record(2.0, False, 500, "500 Internal Server Error", 20)
+    row.record(3.0, False, None, "connection failed", 0)  # no response: no bytes
+    assert row.bytes == 1520
+    other = RowStats()
+    other.record(1.0, True, 200, None, 480)
+    row.merge(other)
+    assert row.bytes == 2000 and RowStats.from_wire(wire_trip(row.to_wire())).bytes == 2000
+    d = row_dict("/x", row, 10.0, with_status=True)
+    assert (d["bytes"], d["mean_bytes"]) == (2000, 500.0)
+    empty = row_dict("/y", RowStats(), 10.0, with_status=True)
+    assert (empty["bytes"], empty["mean_bytes"]) == (0, None)
+    # transaction and scenario rows carry no bytes
+    assert "bytes" not in row_dict("tx", row, 10.0) and "mean_bytes" not in row_dict("tx", row, 10.0)
 
 
 def test_metrics_wire_round_trip_and_merge() -> None:
@@ -421,7 +444,7 @@ def test_metrics_wire_round_trip_and_merge() -> None:
         {"req": [], "tx": [], "sc": [[0]], "ser": {"i": 1, "b": []}},
         {"req": [], "tx": [], "sc": [], "ser": {"i": 0, "b": []}},
         {"req": [], "tx": [], "sc": [], "ser": {"i": 1, "b": [[0, 1, 0]]}},
-        {"req": [], "tx": [], "sc": [], "ser": {"i": 1, "b": [[0, 1, 0, {"o": 0, "b": [1], "z": 0}, [], {}]]}},
+        {"req": [], "tx": [], "sc": [], "ser": {"i": 1, "b": [[0, 1, 0, [0, 5, 1], [], {}]]}},
     ],
 )
 def test_metrics_from_wire_rejects_garbage(wire: object) -> None:
@@ -453,10 +476,25 @@ def test_sketch_wire_round_trip_keeps_quantiles() -> None:
         assert quantile(again, q) == quantile(sketch, q)
     # 1 % relative accuracy against the exact value at the same rank
     ordered = sorted(values)
-    for q in (0.5, 0.9, 0.99):
+    for q in (0.0, 0.01, 0.5, 0.9, 0.99, 0.999, 1.0):
         exact = ordered[int(q * (len(values) - 1))]
         got = quantile(again, q)
         assert got is not None and abs(got - exact) <= 0.01 * exact + 1e-12
+
+
+def test_sketch_agrees_with_the_ddsketch_package() -> None:
+    """Same mapping, same rank rule: within a bin of the reference implementation."""
+    from ddsketch import DDSketch
+
+    rng = random.Random(5)
+    ours, ref = new_sketch(), DDSketch(relative_accuracy=0.01)
+    for _ in range(5000):
+        v = rng.lognormvariate(1.0, 1.5)
+        ours.add(v)
+        ref.add(v)
+    for q in (0.01, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999):
+        a, b = quantile(ours, q), ref.get_quantile_value(q)
+        assert a is not None and b is not None and abs(a - b) <= 0.0201 * b, (q, a, b)
 
 
 def test_sketch_wire_of_empty_and_zero_only() -> None:
@@ -466,32 +504,47 @@ def test_sketch_wire_of_empty_and_zero_only() -> None:
     zeros.add(0.0)
     zeros.add(0.0)
     wire = sketch_to_wire(zeros)
-    assert wire == {"o": 0, "b": [], "z": 2}
+    assert wire == [2]
     again = sketch_from_wire(wire_trip(wire))
     assert again.count == 2 and quantile(again, 0.9) == 0
 
 
-def test_sketch_wire_size_follows_spread_not_samples() -> None:
+def test_sketch_wire_size_follows_occupied_bins_not_samples_nor_spread() -> None:
     sketch = new_sketch()
     for _ in range(10_000):
         sketch.add(5.0)
-    assert len(sketch_to_wire(sketch)["b"]) == 1
+    assert len(sketch_to_wire(sketch)) == 3  # zero count, key, count
+    # Far apart: only the two occupied bins travel, not the thousand empty ones between.
+    sketch.add(0.001)
+    sketch.add(60_000.0)
+    wire = sketch_to_wire(sketch)
+    assert len(wire) == 7 and wire[0] == 0
+    assert sum(wire[2::2]) == 10_002 and all(step > 0 for step in wire[3::2])
 
 
 @pytest.mark.parametrize(
     "wire",
     [
         "sketch",
-        {"o": 0.5, "b": [1], "z": 0},
-        {"o": 0, "b": {"0": 1}, "z": 0},
-        {"o": 0, "b": [1], "z": -1},
-        {"o": 0, "b": [1.5], "z": 0},
-        {"o": 0, "b": ["1"], "z": 0},
-        {"o": 0, "b": [1] * (MAX_WIRE_BINS + 1), "z": 0},
-        # well typed but far outside any latency: merging it would allocate every bin between
-        {"o": 10**9, "b": [1], "z": 0},
-        {"o": MAX_KEY, "b": [1, 1], "z": 0},
-        {"o": MIN_KEY - 1, "b": [1], "z": 0},
+        {"o": 0, "b": [1], "z": 0},  # protocol 1's form
+        [],
+        [0, 5],  # a key without its count
+        [0.5],
+        [0, 5.0, 1],
+        [0, 5, 1.5],
+        [0, "5", 1],
+        [True, 5, 1],
+        [-1, 5, 1],
+        [0, 5, 0],  # an empty bin is never sent
+        [0, 5, -1],
+        [0, 5, 1, 0, 1],  # keys must increase
+        [0, 5, 1, -2, 1],
+        [0] + [1, 1] * (MAX_WIRE_BINS + 1),
+        # well typed but outside any latency
+        [0, 10**9, 1],
+        [0, MAX_KEY, 1, 1, 1],
+        [0, MIN_KEY - 1, 1],
+        [0, MIN_KEY, 1, 10**9, 1],
     ],
 )
 def test_sketch_from_wire_rejects_garbage(wire: object) -> None:
@@ -503,7 +556,66 @@ def test_sketch_keys_of_real_latencies_are_well_inside_the_bounds() -> None:
     for ms in (1e-6, 1e-3, 1.0, 86_400_000.0):
         sketch = new_sketch()
         sketch.add(ms)
-        assert sketch_from_wire(sketch_to_wire(sketch)).count == 1
+        again = sketch_from_wire(sketch_to_wire(sketch))
+        assert again.count == 1 and again.zero == 0
+        got = quantile(again, 0.5)
+        assert got is not None and abs(got - ms) <= 0.01 * ms
+
+
+def test_merged_percentiles_through_the_wire_stay_within_one_percent() -> None:
+    """Many Workers' deltas, some with their sketches kept back for later deltas (as the
+    flush loop does), through the real entry encoding, merged as the Manager does: every
+    percentile within 1 % of the exact one over the same samples."""
+    from goose_redis.gaggle.protocol import MetricsEntry
+
+    rng = random.Random(17)
+    merged = Metrics()
+    samples: dict[str, list[float]] = {"/a": [], "/b": []}
+    for worker in range(4):
+        m = Metrics()
+        for seq in range(1, 13):
+            for _ in range(rng.randint(0, 400)):
+                name = rng.choice(["/a", "/b"])
+                ms = rng.lognormvariate(1.0 if name == "/a" else 3.0, 0.8)
+                if rng.random() < 0.02:
+                    ms *= 50
+                samples[name].append(ms)
+                m.request_row("GET", name).record(ms, True, 200, None, 10)
+            final = seq == 12
+            delta = m.take(sketches=final or seq % 5 == 0)
+            entry = MetricsEntry("run", f"w{worker}", seq, "steady", final, 0, 0, delta)
+            merged.merge(MetricsEntry.from_fields(entry.to_fields()).metrics)
+    for name, values in samples.items():
+        row = merged.requests[("GET", name)]
+        assert row.count == row.sketch.count == len(values)
+        ordered = sorted(values)
+        for _, q in PERCENTILES:
+            exact = ordered[int(q * (len(ordered) - 1))]
+            got = quantile(row.sketch, q)
+            assert got is not None and abs(got - exact) <= 0.01 * exact + 1e-12, (name, q, got, exact)
+
+
+def test_kept_back_sketches_leave_with_the_next_full_delta() -> None:
+    m = Metrics()
+    m.request_row("GET", "/a").record(2.0, True, 200)
+    m.transaction_row(0, 0).record(3.0, True)
+    first = m.take(sketches=False)
+    assert first.requests[("GET", "/a")].count == 1 and first.requests[("GET", "/a")].sketch.count == 0
+    assert first.transactions[(0, 0)].sketch.count == 0
+    m.request_row("GET", "/b").record(4.0, True, 200)
+    second = m.take()  # carries /a's kept sketch in a row of count 0
+    assert second.requests[("GET", "/a")].count == 0 and second.requests[("GET", "/a")].sketch.count == 1
+    assert second.transactions[(0, 0)].sketch.count == 1 and second.requests[("GET", "/b")].sketch.count == 1
+    total = Metrics()
+    total.merge(first)
+    total.merge(second)
+    a = total.requests[("GET", "/a")]
+    assert (a.count, a.sketch.count, a.min_ms, a.max_ms) == (1, 1, 2.0, 2.0)
+    assert m.take().is_empty()  # nothing kept any more
+    # The reset hands over kept sketches with the rows, too.
+    m.request_row("GET", "/a").record(5.0, True, 200)
+    m.take(sketches=False)
+    assert m.take_totals().requests[("GET", "/a")].sketch.count == 1
 
 
 # ---------------------------------------------------------------------------- series

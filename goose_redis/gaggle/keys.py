@@ -35,6 +35,9 @@ HEARTBEAT_TTL_S = 5
 WORKER_LOST_AFTER_S = 5.0
 LONG_TTL_S = 3600
 METRICS_INTERVAL_S = 2.0
+# Row sketches (the bulk of a delta at high rates) go with every SKETCH_EVERY-th delta, the
+# counts with every one: a Worker's Redis bytes stay flat in the request rate.
+SKETCH_EVERY = 5
 STREAM_MAXLEN = 100_000
 POLL_S = 0.5
 # A blocking stream read stays well below the socket timeout.

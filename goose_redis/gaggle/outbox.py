@@ -50,9 +50,10 @@ class Outbox:
         live_requests, live_failures = self.metrics.total_requests()
         return self.sent_requests + live_requests, self.sent_failures + live_failures
 
-    def cut(self, run_id: str, phase: str, final: bool = False) -> None:
-        """Cut a delta now (cheap, no I/O); ``send`` delivers it."""
-        delta = self.metrics.take()
+    def cut(self, run_id: str, phase: str, final: bool = False, sketches: bool = True) -> None:
+        """Cut a delta now (cheap, no I/O); ``send`` delivers it. ``sketches=False`` keeps the
+        rows' sketches for a later delta (the counts go now); a final delta takes them all."""
+        delta = self.metrics.take(sketches=sketches or final)
         if delta.is_empty() and not final:
             return
         n, f = delta.total_requests()

@@ -9,6 +9,7 @@ that the reader logs and skips.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
@@ -18,7 +19,11 @@ from ..arrival import ArrivalPlan, RateSegment
 from ..metrics import Metrics, WireError
 from ..shape import MAX_PLAN_S, MAX_PLAN_USERS, Segment, Shape
 
+# 2: metrics data is zlib-compressed JSON, sketches carry only occupied bins, rows count bytes.
 PROTOCOL_VERSION = 2
+# A metrics entry's data, decompressed, may not exceed this (a bounded series of a few
+# thousand buckets and rows fits many times over); more is refused, not inflated.
+MAX_DATA_BYTES = 32 * 1024 * 1024
 MAX_WORKERS = 100_000
 MAX_SEGMENTS = 10_000
 
@@ -276,7 +281,8 @@ class MetricsEntry:
             "n": self.requests,
             "f": self.failures,
         }
-        return {b"head": orjson.dumps(head), b"data": orjson.dumps(self.metrics.to_wire())}
+        # Compressed: counts, floats and sketch bins repeat their shapes across rows and buckets.
+        return {b"head": orjson.dumps(head), b"data": zlib.compress(orjson.dumps(self.metrics.to_wire()), 6)}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> MetricsEntry:
@@ -293,7 +299,23 @@ class MetricsEntry:
         if not (isinstance(n, int) and isinstance(f, int)):
             raise ProtocolError("metrics entry totals are not integers")
         try:
-            metrics = Metrics.from_wire(orjson.loads(fields.get(b"data", b"")))
+            metrics = Metrics.from_wire(orjson.loads(inflate(fields.get(b"data"))))
         except (orjson.JSONDecodeError, WireError) as exc:
             raise ProtocolError(f"metrics entry data is invalid: {exc}") from None
         return cls(run_id, worker_id, seq, phase, final, n, f, metrics)
+
+
+def inflate(raw: object) -> bytes:
+    """Decompress a metrics entry's data, refusing more than MAX_DATA_BYTES (a zip bomb)."""
+    if not isinstance(raw, bytes):
+        raise ProtocolError("metrics entry data is missing or not bytes")
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(raw, MAX_DATA_BYTES)
+    except zlib.error as exc:
+        raise ProtocolError(f"metrics entry data is not zlib data: {exc}") from None
+    if d.unconsumed_tail:
+        raise ProtocolError(f"metrics entry data inflates past {MAX_DATA_BYTES} bytes")
+    if not d.eof:
+        raise ProtocolError("metrics entry data is truncated")
+    return out

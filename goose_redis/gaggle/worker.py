@@ -400,9 +400,12 @@ class Worker:
                     return
 
     async def _flush_loop(self, run_id: str) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(K.METRICS_INTERVAL_S)
-            self.outbox.cut(run_id, self._phase())
+            rounds += 1
+            # Counts every interval; the rows' sketches (the bulk at high rates) every few.
+            self.outbox.cut(run_id, self._phase(), sketches=rounds % K.SKETCH_EVERY == 0)
             await self.outbox.send()
 
     async def _deliver_final(self) -> bool:

@@ -82,6 +82,9 @@ def row_dict(name: str, row: RowStats, duration_s: float, *, with_status: bool =
             pct[label] = min(max(v, row.min_ms), row.max_ms) if v is not None else None
         d["percentiles_ms"] = pct
         d["median_ms"] = pct["50"]
+    if with_status:  # request rows and the aggregated row: response body bytes received
+        d["bytes"] = row.bytes
+        d["mean_bytes"] = row.bytes / count if count else None
     return d
 
 

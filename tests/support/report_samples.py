@@ -99,6 +99,9 @@ def sample_report() -> dict[str, Any]:
             codes, errors = {"200": count}, {}
         row = _row(name, count, fails, mean, codes, errors)
         row["method"] = method
+        answered = count - int(codes.get("0", 0))  # no response, no body
+        row["bytes"] = answered * (512 if method == "POST" else 2048 + 64 * len(name))
+        row["mean_bytes"] = row["bytes"] / count if count else None
         requests.append(row)
 
     all_count = sum(r["count"] for r in requests)
@@ -113,6 +116,8 @@ def sample_report() -> dict[str, Any]:
     mean = round(sum(r["count"] * r["mean_ms"] for r in requests) / all_count, 3)
     aggregated = _row("Aggregated", all_count, all_fails, mean, all_codes, all_errors)
     aggregated["method"] = ""
+    aggregated["bytes"] = sum(r["bytes"] for r in requests)
+    aggregated["mean_bytes"] = aggregated["bytes"] / all_count
     aggregated["min_ms"] = min(r["min_ms"] for r in requests)
     aggregated["max_ms"] = max(r["max_ms"] for r in requests)
 
@@ -180,6 +185,7 @@ def empty_report() -> dict[str, Any]:
     """A run that made no request at all (for example the host was never reached)."""
     agg = _row("Aggregated", 0, 0, 0.0)
     agg["method"] = ""
+    agg["bytes"], agg["mean_bytes"] = 0, None
     return {
         "schema": 1, "version": "0.1.0", "mode": "standalone",
         "started_at": "2026-11-23T15:00:00.000000+00:00",
