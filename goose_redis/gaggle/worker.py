@@ -326,7 +326,9 @@ class Worker:
         total = shape.users_at(self.runner.elapsed())
         if msg.cause and msg.cause != self.shape_cause:  # a control command: every Worker says so
             self.shape_cause = msg.cause
-            log.log(NOTICE, "%s: %d of %d users are ours now", msg.cause, slot.count(total), total)
+            i = shape.active(self.runner.elapsed())
+            target = shape.segments[i].end if i is not None else total  # where the change is heading
+            log.log(NOTICE, "%s: %d of %d users are ours", msg.cause, slot.count(target), target)
         else:
             log.info("the shape changed (epoch %d): %d of %d users are ours now", msg.epoch, slot.count(total), total)
 
