@@ -89,7 +89,7 @@ function render(view) {
 function renderCards(snap) {
   const t = snap.totals;
   setValue("users", snap.users, num(snap.users));
-  let target = `target ${num(snap.shape.users)}`;
+  let target = snap.state === "done" ? `peak ${num(snap.shape.peak)}` : `target ${num(snap.shape.users)}`;
   if (snap.kind === "gaggle" && snap.state === "waiting") {
     target = `${snap.ready_workers} of ${snap.expect_workers} workers ready; starts with ${num(snap.shape.peak)}`;
   }
