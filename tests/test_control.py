@@ -224,11 +224,16 @@ def test_refusals_without_a_manager_answer_at_once(redis_url: str, redis_server:
 
 
 def test_start_and_stop_while_a_manager_waits_for_workers(gaggle: Gaggle, fresh_target: CountingTarget) -> None:
-    """Without --no-autostart the gaggle starts by itself; a stop before the start ends it cleanly."""
-    manager = gaggle.manager(fresh_target.url, 2, 2, "-t", "10s")
+    """Without --no-autostart the gaggle starts by itself; the Manager's own checks answer with
+    exit 2; a stop before the start ends the run cleanly."""
+    manager = gaggle.manager(fresh_target.url, 2, 2, "-t", "10s", "-r", "0.01")
     manager.stderr.wait_for("waiting for 2 workers", 20)  # logged after its first heartbeat
     line = error_line(control(gaggle, "start"), 1)
     assert line == "Error: the gaggle starts by itself once its 2 workers are ready (no --no-autostart)"
+    # Fine where it was typed, but at this gaggle's hatch rate a ramp-up of 3 years: the Manager says no.
+    line = error_line(control(gaggle, "users", "1000000"), 2)
+    assert line.startswith('Error: InvalidOption { option: "users", value: "1000000", detail: "The users command '
+                           'would take the run out of bounds'), line  # fmt: skip
     assert applied(control(gaggle, "stop")) == "gaggle 'default': stopping the gaggle"
     assert manager.wait(30) == 0, manager.output()
     assert f"the gaggle never started: stop command (by {BY})" in manager.stderr.text()
