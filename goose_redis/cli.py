@@ -16,7 +16,7 @@ import click
 
 from . import __version__, loop
 from .clierrors import goose_socket_flags, usage_error
-from .config import Config, build_config, build_status_config
+from .config import Config, build_config, build_remote_config, build_status_config
 from .errors import InvalidOption, LoadTestError
 from .loader import load_file, scenarios_of
 from .logs import setup_logging
@@ -210,6 +210,59 @@ def status_command(**raw: Any) -> None:
         _fail(str(exc), 1)
 
 
+@click.command("control", cls=GroupedCommand, context_settings=HELP)
+@click.argument("command", metavar="COMMAND")
+@click.argument("value", metavar="[VALUE]", required=False)
+@click_options("control")
+def control_command(command: str, value: str | None, **raw: Any) -> None:
+    """Steer a live gaggle: users N, hatch-rate R, run-time T, throttle N, test-plan PLAN, start, stop.
+
+    Only the gaggle's Manager applies a command (Workers follow within a second); this prints
+    what it did, or why not: exit 0 applied, 1 refused (no such gaggle, no live Manager, the
+    run already over), 2 a bad value (checked here first, so a typo never reaches Redis).
+    `users N` adds or stops users gaggle-wide (new ones at the hatch rate, the newest stop
+    first); `run-time T` counts from now; `start` starts a Manager run with --no-autostart.
+    """
+    from .commands import check_command
+    from .gaggle.remote import control
+
+    setup_logging(0, True)  # errors only: the one line below says what happened
+    try:
+        cfg = build_remote_config(raw)
+        checked = check_command(command, value)
+        outcome = loop.run(control(cfg.redis_url, cfg.gaggle, command, checked, cfg.secret, cfg.timeout_s))
+    except InvalidOption as exc:
+        _fail(str(exc), 2)
+    except LoadTestError as exc:
+        _fail(str(exc), 1)
+    if not outcome.ok:
+        _fail(outcome.said, outcome.exit_code)
+    click.echo(f"gaggle {cfg.gaggle!r}: {outcome.said}")
+    sys.exit(0)
+
+
+@click.command("dashboard", cls=GroupedCommand, context_settings=HELP)
+@click_options("dashboard")
+def dashboard_command(**raw: Any) -> None:
+    """Serve a live web page of a gaggle, from its Redis alone: figures, charts, controls.
+
+    Watching needs only Redis; steering a gaggle that has a secret needs --gaggle-secret.
+    It listens on 127.0.0.1 by default: whoever reaches the page can steer the gaggle, so
+    --bind 0.0.0.0 is your decision (put it behind something that checks who comes).
+    """
+    from .dashboard.gaggle import run_dashboard
+
+    setup_logging(0, False)
+    try:
+        cfg = build_remote_config(raw)
+        code = loop.run(run_dashboard(cfg))
+    except InvalidOption as exc:
+        _fail(str(exc), 2)
+    except LoadTestError as exc:
+        _fail(str(exc), 1)
+    sys.exit(code)
+
+
 def _read_report(option: str, path: str) -> dict[str, Any]:
     """A JSON report from disk; InvalidOption (one line) when it is unreadable or not a report."""
     import orjson
@@ -263,6 +316,8 @@ def compare_command(base: str, new: str, max_regression: str, max_fail_increase:
 # is all it takes: ``goose-redis --help`` lists it with the first line of its help.
 SUBCOMMANDS: dict[str, click.Command] = {
     "compare": compare_command,
+    "control": control_command,
+    "dashboard": dashboard_command,
     "demo": demo_command,
     "demo-site": demo_site_command,
     "status": status_command,

@@ -24,6 +24,7 @@ from .validate import (
     MAX_ITERATIONS,
     MAX_RATE,
     MAX_USERS,
+    check_bind,
     check_ramp,
     duration,
     gaggle_name,
@@ -34,8 +35,8 @@ from .validate import (
     whole_number,
 )
 
-__all__ = ["Config", "StatusConfig", "build_config", "build_status_config", "redact_url", "validate_host",
-           "validate_redis_url"]  # fmt: skip
+__all__ = ["Config", "RemoteConfig", "StatusConfig", "build_config", "build_remote_config", "build_status_config",
+           "redact_url", "validate_host", "validate_redis_url"]  # fmt: skip
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HATCH_RATE = 1.0
@@ -100,6 +101,9 @@ class Config:
     transaction_log: str | None = None
     scenario_log: str | None = None
     error_log: str | None = None
+    autostart: bool = True  # --no-autostart: wait for a start command
+    controller_port: int | None = None  # standalone: serve the dashboard and its API here
+    controller_bind: str = "127.0.0.1"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -272,6 +276,7 @@ def build_config(
     final_wait = duration("--final-wait", raw["final_wait"]) if _given(raw, "final_wait") else 30.0
     redis_timeout = duration("--redis-timeout", raw["redis_timeout"]) if _given(raw, "redis_timeout") else 60.0
     thresholds, threshold_abort, threshold_grace = _thresholds(raw, row_names)
+    controller_port, controller_bind = _controller(raw, manager, worker)
     check_outputs(raw, reports)  # last: the only check that touches the file system
 
     return Config(
@@ -311,7 +316,29 @@ def build_config(
         transaction_log=raw.get("transaction_log") or None,
         scenario_log=raw.get("scenario_log") or None,
         error_log=raw.get("error_log") or None,
+        autostart=not raw.get("no_autostart"),
+        controller_port=controller_port,
+        controller_bind=controller_bind,
     )
+
+
+def _controller(raw: dict[str, Any], manager: bool, worker: bool) -> tuple[int | None, str]:
+    """--controller-port/--controller-bind (a standalone run's dashboard) and --no-autostart."""
+    port = raw.get("controller_port")
+    bind = raw.get("controller_bind")
+    if raw.get("no_autostart") and worker:
+        raise InvalidOption("--no-autostart", "true", "The --no-autostart option is set on the Manager: "
+                            "its Workers wait at the barrier until `goose-redis control start`.")  # fmt: skip
+    if port is not None and (manager or worker):
+        raise InvalidOption("--controller-port", port, "A gaggle is steered and watched through Redis: run "
+                            "`goose-redis dashboard --redis-url URL` (or `goose-redis control`) instead.")  # fmt: skip
+    if bind is not None and port is None:
+        raise InvalidOption("--controller-bind", bind, "The --controller-bind option needs --controller-port.")
+    if raw.get("no_autostart") and not manager and port is None:
+        raise InvalidOption("--no-autostart", "true", "A standalone run with --no-autostart needs "
+                            "--controller-port: its page or API is what starts it.")  # fmt: skip
+    number = whole_number("--controller-port", port, 0, 65535) if port is not None else None
+    return number, check_bind("--controller-bind", str(bind)) if bind is not None else "127.0.0.1"
 
 
 DEFAULT_STATUS_TIMEOUT_S = 3.0
@@ -336,4 +363,41 @@ def build_status_config(raw: dict[str, Any]) -> StatusConfig:
             duration("--timeout", raw["status_timeout"]) if _given(raw, "status_timeout") else DEFAULT_STATUS_TIMEOUT_S
         ),
         as_json=bool(raw.get("as_json")),
+    )
+
+
+DEFAULT_CONTROL_TIMEOUT_S = 5.0
+DEFAULT_DASHBOARD_PORT = 8089
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """``goose-redis control`` and ``goose-redis dashboard``: which gaggle, and how to reach it."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    gaggle: str = "default"
+    secret: str | None = None  # --gaggle-secret: steering a gaggle that has one needs it
+    timeout_s: float = DEFAULT_CONTROL_TIMEOUT_S
+    bind: str = "127.0.0.1"
+    port: int = DEFAULT_DASHBOARD_PORT
+
+
+def build_remote_config(raw: dict[str, Any]) -> RemoteConfig:
+    """The same rules for --redis-url and --gaggle as a run's; an empty secret is a mistake, not none."""
+    secret = raw.get("gaggle_secret")
+    if secret is not None and not str(secret):
+        raise InvalidOption("--gaggle-secret", "", "The --gaggle-secret option is empty.")
+    return RemoteConfig(
+        redis_url=validate_redis_url(str(raw["redis_url"])) if _given(raw, "redis_url") else DEFAULT_REDIS_URL,
+        gaggle=gaggle_name(raw["gaggle"]) if _given(raw, "gaggle") else "default",
+        secret=str(secret) if secret is not None else None,
+        timeout_s=(
+            duration("--timeout", raw["control_timeout"]) if _given(raw, "control_timeout")
+            else DEFAULT_CONTROL_TIMEOUT_S
+        ),  # fmt: skip
+        bind=check_bind("--bind", str(raw["dashboard_bind"])) if _given(raw, "dashboard_bind") else "127.0.0.1",
+        port=(
+            whole_number("--port", raw["dashboard_port"], 0, 65535) if _given(raw, "dashboard_port")
+            else DEFAULT_DASHBOARD_PORT
+        ),  # fmt: skip
     )

@@ -50,6 +50,9 @@ RUN_ONLY = frozenset({"run", "file"})
 FILE_FLAG = frozenset({"run"})
 STATUS = frozenset({"status"})
 RUN_AND_STATUS = frozenset({"run", "file", "status"})
+CONTROL, DASHBOARD = "control", "dashboard"
+REMOTE = frozenset({"run", "file", "status", CONTROL, DASHBOARD})  # who reads a gaggle's Redis
+STEERS = frozenset({CONTROL, DASHBOARD})
 
 OPTIONS: tuple[Opt, ...] = (
     # -- Load
@@ -79,9 +82,22 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--worker",), "worker", GAGGLE, "Run as a Gaggle Worker.", flag=True, where=RUN_ONLY),
     Opt(("--expect-workers",), "expect_workers", GAGGLE, "Manager: Workers to wait for.", "N", where=RUN_ONLY),
     Opt(("--redis-url",), "redis_url", GAGGLE, "Redis that the gaggle meets at [default: redis://127.0.0.1:6379/0].",
-        "URL", where=RUN_AND_STATUS),  # fmt: skip
+        "URL", where=REMOTE),  # fmt: skip
     Opt(("--gaggle",), "gaggle", GAGGLE, "Gaggle name: namespaces every Redis key [default: default].", "NAME",
-        where=RUN_AND_STATUS),  # fmt: skip
+        where=REMOTE),  # fmt: skip
+    Opt(("--gaggle-secret",), "gaggle_secret", GAGGLE,
+        "The gaggle's secret, needed to steer a gaggle that has one (watching never needs it); "
+        "prefer GOOSE_GAGGLE_SECRET, which other users cannot see in the process list.", "SECRET",
+        where=STEERS),  # fmt: skip
+    Opt(("--no-autostart",), "no_autostart", GAGGLE,
+        "Hold the run until `goose-redis control start` (a Manager: its ready Workers wait at the barrier) "
+        "or the page's Start (a standalone run with --controller-port).", flag=True, where=RUN_ONLY),  # fmt: skip
+    Opt(("--controller-port",), "controller_port", GAGGLE,
+        "Standalone: serve the live dashboard and its JSON API on this port (0: any free port); "
+        "for a gaggle use `goose-redis dashboard`.", "PORT", where=RUN_ONLY),  # fmt: skip
+    Opt(("--controller-bind",), "controller_bind", GAGGLE,
+        "Address the --controller-port listens on [default: 127.0.0.1; anyone who reaches it can steer the run].",
+        "ADDRESS", where=RUN_ONLY),  # fmt: skip
     Opt(("--no-hash-check",), "no_hash_check", GAGGLE, "Let Workers with a different load test join.", flag=True,
         where=RUN_ONLY),  # fmt: skip
     Opt(("--stop-on-worker-loss",), "stop_on_worker_loss", GAGGLE, "Manager: stop the gaggle when a Worker is lost.",
@@ -127,6 +143,13 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--timeout",), "status_timeout", OTHER, "Give up when Redis has not answered within TIME [default: 3s].",
         "TIME", where=STATUS),  # fmt: skip
     Opt(("--json",), "as_json", OTHER, "Print the state as JSON.", flag=True, env=False, where=STATUS),
+    # -- goose-redis control / dashboard
+    Opt(("--timeout",), "control_timeout", OTHER, "Give up when the Manager has not answered within TIME "
+        "[default: 5s].", "TIME", where=frozenset({CONTROL})),  # fmt: skip
+    Opt(("--bind",), "dashboard_bind", OTHER, "Address to serve the dashboard on [default: 127.0.0.1].", "ADDRESS",
+        where=frozenset({DASHBOARD})),  # fmt: skip
+    Opt(("--port",), "dashboard_port", OTHER, "Port to serve the dashboard on (0: any free port) [default: 8089].",
+        "PORT", where=frozenset({DASHBOARD})),  # fmt: skip
 )
 
 
@@ -177,6 +200,8 @@ class GroupedCommand(click.Command):
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}
         for param in self.get_params(ctx):
+            if isinstance(param, click.Argument):
+                continue  # named on the usage line and in the command's help text
             record = param.get_help_record(ctx)
             if record is not None:
                 sections.setdefault(getattr(param, "group", OTHER), []).append(record)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .config import Config
+from .errors import LoadTestError
 from .eventlogs import EventLogs
 from .logs import NOTICE
 from .metrics import Metrics
@@ -19,6 +20,9 @@ from .scenario import LoadTest
 from .shape import Shape, history
 from .signals import install_stop_handlers
 from .thresholds import watch_for
+
+if TYPE_CHECKING:
+    from .dashboard.local import LocalControl
 
 log = logging.getLogger("goose_redis")
 
@@ -50,6 +54,30 @@ def hatch_rate_of(config: Config) -> float | None:
 
 
 async def run_standalone(config: Config, load_test: LoadTest) -> int:
+    if config.controller_port is None:
+        return await _run(config, load_test, None)
+    from .dashboard.local import LocalControl  # --controller-port: the page and its API, in-process
+
+    control = LocalControl(config)
+    try:
+        await control.serve()
+    except OSError as exc:
+        raise LoadTestError(
+            f"cannot serve the dashboard on {config.controller_bind}:{config.controller_port}: {exc.strerror or exc}"
+        ) from None
+    try:
+        started = await control.wait_for_start()
+        if started is None:
+            log.log(NOTICE, "the run never started: %s", control.stopped_before_start)
+            return 0
+        code = await _run(started, load_test, control)
+        await control.linger()
+        return code
+    finally:
+        await control.close()
+
+
+async def _run(config: Config, load_test: LoadTest, control: LocalControl | None) -> int:
     metrics = Metrics()
     shape = config.shape()
     with contextlib.ExitStack() as stack:
@@ -67,6 +95,8 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
             co_mitigation=config.co_mitigation,
         )
         runner = Runner(load_test, options, recorder, shape)
+        if control is not None:
+            control.attach(runner, metrics, start_at)
         install_stop_handlers(lambda signame: runner.stop(f"{signame} received"))
         view = LiveView(config, shape.end_s)
         users_by_scenario = scenario_users(load_test, shape.peak)
@@ -85,6 +115,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
                 metrics_reset=measured_from > start_at,
                 phases=phases_of(start_at, runner.ramp_done_at, runner.stopping_at, now),
                 scenario_users=users_by_scenario,
+                events=list(control.events) if control is not None else [],
                 **shaping_info(config, runner.shape, now - start_at),
             )
 
@@ -113,6 +144,7 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
                 log.log(NOTICE, "aborting the run: %s", reason)
                 runner.stop(reason)
 
+            view.planned_s = runner.shape.end_s  # a command may have moved the end
             view.tick(
                 now,
                 users=runner.active,
@@ -131,4 +163,6 @@ async def run_standalone(config: Config, load_test: LoadTest) -> int:
         ended = runner.ended_at or time.time()
         report = build_report(metrics, load_test, info(ended, measured_from))
         code = finish(report, config, aborted=watch.fired if watch else None)
+        if control is not None:
+            control.finish(report)
     return code

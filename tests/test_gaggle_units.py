@@ -476,6 +476,11 @@ def test_the_key_table_in_the_docs_matches_keys_py() -> None:
         k.metrics,
         k.acks,
         k.control,
+        k.commands,
+        k.reply("{id}"),
+        k.events,
+        k.snapshot,
+        k.report,
     ]
     assert {key.removeprefix(k.base) for key in built} == names
 

@@ -17,7 +17,12 @@ docs/redis-keys.md documents each key for ``redis-cli`` users; keep both in step
 | stop                    | string  | anyone  | 1 h        | a stop request (JSON: who, why); first one wins   |
 | metrics                 | stream  | workers | 1 h        | metric deltas, one per worker per interval        |
 | acks                    | hash    | manager | 1 h        | worker id -> last metrics seq merged              |
-| control                 | channel | anyone  | -          | wake-ups: register, assign, start, shape, exit    |
+| control                 | channel | anyone  | -          | wake-ups: register, assign, start, shape, command, exit |
+| commands                | stream  | anyone  | 1 h        | control commands for the Manager (one JSON each)  |
+| reply:{id}              | string  | manager | 60 s       | the Manager's answer to command {id} (JSON)       |
+| events                  | list    | manager | 1 h        | control commands the Manager applied (JSON each)  |
+| snapshot                | string  | manager | 30 s; 1 h  | the live merged view for dashboards (bounded)     |
+| report                  | string  | manager | 1 h        | the final JSON report, once the run is done       |
 
 Every key of a run has a TTL that the live Manager keeps pushing forward, so a
 crashed Manager leaves nothing behind for longer than ``LONG_TTL_S``.
@@ -50,6 +55,19 @@ WAITING, RUNNING, STOPPING, DONE = "waiting", "running", "stopping", "done"
 # Control-channel words (pub/sub is a wake-up only: every decision lives in keys).
 WAKE_REGISTER, WAKE_ASSIGN, WAKE_START, WAKE_EXIT = b"register", b"assign", b"start", b"exit"
 WAKE_SHAPE = b"shape"
+WAKE_COMMAND = b"command"
+
+# Control commands (``goose-redis control``, the dashboard): how long a sender waits for
+# the reply, how long a reply stays, how old a command may be when the Manager reads it
+# (an older one was given up on by its sender: applying it late would surprise).
+REPLY_TTL_S = 60
+COMMAND_MAX_AGE_S = 30.0
+COMMANDS_MAXLEN = 1000
+MAX_EVENTS = 1000
+# The dashboard's snapshot: rewritten every metrics interval, so a short TTL says "no live
+# Manager" soon after one crashes; a finished run's final snapshot stays as long as its keys.
+SNAPSHOT_TTL_S = 30
+MAX_REPORT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,29 @@ class Keys:
     def control(self) -> str:
         return self.base + "control"
 
+    @property
+    def commands(self) -> str:
+        return self.base + "commands"
+
+    def reply(self, command_id: str) -> str:
+        return f"{self.base}reply:{command_id}"
+
+    @property
+    def events(self) -> str:
+        return self.base + "events"
+
+    @property
+    def snapshot(self) -> str:
+        return self.base + "snapshot"
+
+    @property
+    def report(self) -> str:
+        return self.base + "report"
+
     def run_scoped(self) -> list[str]:
         """Keys a new Manager clears; ``workers`` stays, so early Workers are kept."""
-        return [self.run, self.shape, self.ready, self.stop, self.metrics, self.acks]
+        return [self.run, self.shape, self.ready, self.stop, self.metrics, self.acks, self.commands, self.events]
+
+    def view_scoped(self) -> list[str]:
+        """What dashboards read: a new Manager clears them too, but they keep their own TTLs."""
+        return [self.snapshot, self.report]

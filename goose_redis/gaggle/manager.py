@@ -28,6 +28,7 @@ from ..standalone import hatch_rate_of, scenario_users, shaping_info
 from ..thresholds import watch_for
 from . import keys as K
 from .allocation import describe_split
+from .control import ControlDesk
 from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked
 from .merge import Merger
 from .protocol import ManagerBeat, ProtocolError, StopRequest, as_text
@@ -57,6 +58,7 @@ class Manager:
         self.fatal: Exception | None = None
         self.reset_logged = False
         self.watch = watch_for(config)  # --threshold-abort
+        self.desk = ControlDesk(self)  # control commands and the dashboard's snapshot
 
     @property
     def started_at(self) -> float | None:
@@ -129,7 +131,7 @@ class Manager:
     async def reset(self) -> None:
         known = await self.link.client.hkeys(self.keys.workers)
         stale = [self.keys.assign(as_text(wid)) for wid in known]
-        await self.link.client.delete(*self.keys.run_scoped(), *stale)
+        await self.link.client.delete(*self.keys.run_scoped(), *self.keys.view_scoped(), *stale)
 
     # -- the barrier and the start ---------------------------------------------
 
@@ -141,8 +143,10 @@ class Manager:
             await self.link.attempt("scanning the barrier", roster.scan_ready)
             await roster.check_liveness()
             roster.drop_lost_before_start()
-            if roster.all_ready():
+            await self.desk.poll()
+            if roster.all_ready() and not self.desk.waiting_for_start():
                 return True
+            await self.desk.publish_snapshot()
             await self.wake.wait(K.POLL_S / 2)
         return False
 
@@ -175,6 +179,7 @@ class Manager:
         view = LiveView(c, self.steering.shape.end_s)
         try:
             if await self.wait_for_workers():
+                view.config, view.planned_s = self.config, self.steering.shape.end_s  # commands before the start
                 await self.start()
                 await self.run_phase(view)
             await self.stop_phase()
@@ -188,6 +193,7 @@ class Manager:
             raise self.fatal
         if self.started_at is None:
             log.log(NOTICE, "the gaggle never started: %s", self.stop_reason)
+            await self.desk.publish_final(None)
             return 0
         now = time.time()
         log.info("printing metrics after %.0f seconds...", now - self.link.local(self.started_at))
@@ -195,6 +201,7 @@ class Manager:
         if ramp is not None and not c.quiet:
             print_tables(ramp, "=== RAMP-UP METRICS ===")
         code = finish(final, c, aborted=self.watch.fired if self.watch else None)
+        await self.desk.publish_final(final)
         await self.link.attempt("closing the run", self.close_run)
         return code
 
@@ -228,6 +235,7 @@ class Manager:
             workers=[w.summary(reset) for w in self.roster.by_index()],
             scenario_users=scenario_users(self.load_test, shape.peak),
             problems=self.problems(),
+            events=list(self.desk.events),
             **shaping_info(c, shape, now - start),
         )
 
@@ -259,6 +267,7 @@ class Manager:
         c = self.config
         while not self.stop_event.is_set():
             await self.wake.wait(K.POLL_S)
+            await self.desk.poll()
             # Workers that come after the start are told to exit (the gaggle is full).
             await self.link.attempt("scanning registrations", self.roster.scan_registrations)
             if await self.roster.check_liveness():
@@ -272,7 +281,9 @@ class Manager:
             if shape.end_s is not None and elapsed >= shape.end_s:
                 self.request_stop("run time elapsed")
             self.log_reset(elapsed)
+            view.planned_s = shape.end_s  # a command may have moved the end
             self.tick(view)
+            await self.desk.publish_snapshot()
             if self.watch is not None and not self.stop_event.is_set():  # --threshold-abort
                 now = time.time()
                 live = lambda t=now: build_report(self.merger.measured(self.marks(t)[3]), self.load_test, self.info(t))  # noqa: E731
@@ -289,7 +300,7 @@ class Manager:
         if not holders and self.roster.workers:
             self.request_stop("every worker was lost")
             return
-        if self.steering.set_slots(holders):
+        if self.steering.set_slots(holders, cause=f"users re-split over {len(holders)} worker(s)"):
             log.log(NOTICE, "users re-split over %d worker(s)", len(holders))
             await self.link.attempt("publishing the shape", self.steering.publish)
 
@@ -351,6 +362,8 @@ class Manager:
             if not waiting:
                 break
             await self.roster.check_liveness()
+            await self.desk.poll()  # refused: the run is over
+            await self.desk.publish_snapshot()
             await asyncio.sleep(0.2)
         if all(w.ledger.complete for w in self.roster.workers.values()):
             log.info("all workers have exited")

@@ -187,6 +187,7 @@ class ShapeMessage(Message):
     arrival: list | None  # [[at, start rate, end rate, over (-1: open-ended)]]
     workers: list  # Worker ids in slot order
     arrival_text: str = ""  # the --arrival-rate text, for reports
+    cause: str = ""  # why it last changed ("users -> 6 at 2/s (by control on host)"), for Workers' logs
 
     def check(self) -> str | None:
         try:
@@ -203,13 +204,16 @@ class ShapeMessage(Message):
             return "workers must be a list of ids"
         if len(set(self.workers)) != len(self.workers):
             return "a worker holds two slots"
+        if len(self.cause) > 2000:
+            return "cause too long"
         for value in (self.end_s, self.reset_s):
             if value is not None and not 0 <= value <= 2 * MAX_PLAN_S:
                 return "end or reset time out of range"
         return None
 
     @classmethod
-    def of(cls, run_id: str, epoch: int, started_at: float | None, shape: Shape, workers: list[str]) -> ShapeMessage:
+    def of(cls, run_id: str, epoch: int, started_at: float | None, shape: Shape, workers: list[str],
+           cause: str = "") -> ShapeMessage:  # fmt: skip
         arrival = None
         if shape.arrival is not None:
             arrival = [[r.at, r.start, r.end, -1 if r.over == float("inf") else r.over] for r in shape.arrival.segments]
@@ -217,7 +221,7 @@ class ShapeMessage(Message):
             run_id, epoch, started_at,
             [[s.at, s.start, s.end, s.over, int(s.at_once)] for s in shape.segments],
             shape.end_s, shape.reset_s, shape.hatch_rate, shape.throttle, arrival, list(workers),
-            shape.arrival.text if shape.arrival is not None else "",
+            shape.arrival.text if shape.arrival is not None else "", cause,
         )  # fmt: skip
 
     def shape(self) -> Shape:
@@ -319,3 +323,66 @@ def inflate(raw: object) -> bytes:
     if not d.eof:
         raise ProtocolError("metrics entry data is truncated")
     return out
+
+
+# -- control commands (``goose-redis control``, the dashboard) -----------------------------------
+
+CONTROL_COMMANDS = ("users", "hatch-rate", "run-time", "throttle", "test-plan", "start", "stop")
+MAX_COMMAND_VALUE = 1000
+
+
+def _is_nonce(text: str) -> bool:
+    return 8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)
+
+
+@dataclass(frozen=True)
+class ControlCommand(Message):
+    """A command for the Manager, added to the ``commands`` stream by anyone who reaches Redis.
+
+    ``id`` is a random nonce: the Manager answers in ``reply:{id}``. ``mac`` is left for the
+    gaggle's secret (``control_auth.sign_command``): a gaggle with a secret refuses a command
+    without a valid one. ``at`` is the gaggle clock when it was sent; a command older than
+    ``COMMAND_MAX_AGE_S`` when the Manager reads it is refused, not applied late."""
+
+    id: str
+    command: str
+    value: str | None
+    by: str  # "control on HOST", "dashboard on HOST"
+    at: float
+    mac: str | None = None
+
+    def check(self) -> str | None:
+        if not _is_nonce(self.id):
+            return "id is not 8 to 64 hex digits"
+        if self.command not in CONTROL_COMMANDS:
+            return f"unknown command {self.command[:40]!r}"
+        if self.value is not None and len(self.value) > MAX_COMMAND_VALUE:
+            return "value too long"
+        if not 0 < len(self.by) <= 200:
+            return "by is empty or too long"
+        if self.mac is not None and len(self.mac) > 200:
+            return "mac too long"
+        return None
+
+    def signed_fields(self) -> bytes:
+        """What a MAC covers: every field but the MAC itself, in a fixed order."""
+        return orjson.dumps([self.id, self.command, self.value, self.by, self.at])
+
+
+@dataclass(frozen=True)
+class ControlReply(Message):
+    """The Manager's answer in ``reply:{id}``: ``ok`` and what it did, or why not.
+
+    ``error`` is ``"refused"`` (the gaggle cannot do it now: exit 1) or ``"invalid"`` (the
+    value makes no sense: exit 2); ``said`` is the one line a user reads either way."""
+
+    id: str
+    ok: bool
+    said: str
+    error: str | None
+    at: float
+
+    def check(self) -> str | None:
+        if self.error not in (None, "refused", "invalid") or (self.ok and self.error is not None):
+            return "error must be null, refused or invalid"
+        return None if len(self.said) <= 2000 else "said too long"

@@ -23,7 +23,7 @@ from ..config import StatusConfig
 from ..errors import LoadTestError
 from . import keys as K
 from .link import TRANSIENT, RedisGone, RedisLink
-from .protocol import ManagerBeat, ProtocolError
+from .protocol import ManagerBeat, ProtocolError, decode
 
 Parse = Callable[[str], Any]
 
@@ -98,7 +98,8 @@ async def read_status(link: RedisLink, gaggle: str) -> dict[str, Any]:
         p.get(keys.manager)
         p.hkeys(keys.workers)
         p.xlen(keys.metrics)
-        run_raw, beat_raw, ids_raw, xlen = await p.execute(raise_on_error=False)
+        p.get(keys.snapshot)
+        run_raw, beat_raw, ids_raw, xlen, snap_raw = await p.execute(raise_on_error=False)
     run = typed(RUN_FIELDS, reads.take(keys.run, run_raw, {}))
     beat = reads.take(keys.manager, beat_raw, None)
     manager_alive = False
@@ -137,8 +138,29 @@ async def read_status(link: RedisLink, gaggle: str) -> dict[str, Any]:
         "manager": {"alive": manager_alive, **run},
         "workers": workers,
         "metrics_entries": metrics_entries if isinstance(metrics_entries, int) else None,
+        "live": live_figures(keys.snapshot, reads.take(keys.snapshot, snap_raw, None), reads),
         "unreadable": reads.unreadable,
     }
+
+
+def live_figures(key: str, raw: Any, reads: _Reads) -> dict[str, Any] | None:
+    """The Manager's merged figures from its ``snapshot`` (what dashboards show), or None."""
+    if raw is None:
+        return None
+    try:
+        snap = decode(raw, "snapshot")
+        totals, workers = snap["totals"], snap["workers"]
+        live = {
+            "at": float(snap["at"]), "state": str(snap["state"]), "users": int(snap["users"]),
+            "requests": int(totals["requests"]), "failures": int(totals["failures"]), "rps": float(totals["rps"]),
+            "p95_ms": None if totals["p95_ms"] is None else float(totals["p95_ms"]),
+            "workers": {str(w["id"]): {"users": int(w["users"]), "requests": int(w["requests"])} for w in workers},
+            "events": len(snap["events"]) + int(snap.get("events_omitted", 0)),
+        }  # fmt: skip
+    except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+        reads.unreadable.append({"key": key, "reason": f"not a snapshot: {exc}"})
+        return None
+    return live
 
 
 def _show(section: Mapping[str, Any], name: str) -> str:
@@ -161,6 +183,11 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"unreadable run fields: {', '.join(m[UNREADABLE])}")
     entries = st["metrics_entries"]
     lines.append(f"metrics stream entries: {UNREADABLE if entries is None else entries}")
+    live = st.get("live")
+    if live is not None:
+        p95 = "-" if live["p95_ms"] is None else f"{live['p95_ms']:g} ms"
+        lines.append(f"merged ({live['state']}): {live['users']} users, {live['requests']} requests, "
+                     f"{live['failures']} failures, {live['rps']:g} req/s, p95 {p95}, {live['events']} control events")
     header = f"{'#':>3} {'host':<20} {'state':<24} {'users':>6} {'requests':>10} {'fails':>8} {'hb age':>7}  id"
     lines += ["", header, "-" * len(header)]
     for w in st["workers"]:

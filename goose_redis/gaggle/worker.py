@@ -63,6 +63,7 @@ class Worker:
         self.bad_logged: set[str] = set()
         self.request_log: IO[bytes] | None = None
         self.shape_epoch = -1
+        self.shape_cause = ""  # the last control command (or re-split) logged
         self.start_at = 0.0
         self._tell_task: asyncio.Task[None] | None = None
         self.event_logs = contextlib.ExitStack()  # --transaction-log, --scenario-log, --error-log; closed in run()
@@ -310,6 +311,9 @@ class Worker:
         self.runner = Runner(self.load_test, options, recorder, msg.shape(),
                              self._slot_of(msg))  # fmt: skip
         self.shape_epoch = msg.epoch
+        if msg.cause:  # a control command before the start changed what starts
+            self.shape_cause = msg.cause
+            log.log(NOTICE, "starting as steered before the start: %s", msg.cause)
 
     async def _follow_shape(self) -> None:
         msg = await self._read_shape()
@@ -319,8 +323,14 @@ class Worker:
         slot = self._slot_of(msg)
         shape = msg.shape()
         self.runner.set_shape(shape, slot)
-        log.info("the shape changed (epoch %d): %d of %d users are ours now", msg.epoch,
-                 slot.count(shape.users_at(self.runner.elapsed())), shape.users_at(self.runner.elapsed()))  # fmt: skip
+        total = shape.users_at(self.runner.elapsed())
+        if msg.cause and msg.cause != self.shape_cause:  # a control command: every Worker says so
+            self.shape_cause = msg.cause
+            i = shape.active(self.runner.elapsed())
+            target = shape.segments[i].end if i is not None else total  # where the change is heading
+            log.log(NOTICE, "%s: %d of %d users are ours", msg.cause, slot.count(target), target)
+        else:
+            log.info("the shape changed (epoch %d): %d of %d users are ours now", msg.epoch, slot.count(total), total)
 
     async def _run_load(self) -> int:
         assert self.assignment is not None and self.runner is not None
