@@ -36,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from goose_redis.gaggle.keys import METRICS_INTERVAL_S, SKETCH_EVERY  # noqa: E402
+from goose_redis.gaggle.outbox import sketches_due  # noqa: E402
 from goose_redis.gaggle.protocol import MetricsEntry  # noqa: E402
 from goose_redis.metrics import Metrics  # noqa: E402
 from goose_redis.recorder import Recorder  # noqa: E402
@@ -65,7 +66,8 @@ def simulate(
         t = START + i * step
         if t >= next_cut:
             seq += 1
-            delta = metrics.take(sketches=seq % sketch_every == 0)  # as the Worker's flush loop
+            due = sketches_due(metrics, seq) if sketch_every == SKETCH_EVERY else seq % sketch_every == 0
+            delta = metrics.take(sketches=due)  # as the Worker's flush loop
             sent += delta.total_requests()[0]
             entries.append(MetricsEntry("run", "worker-1", seq, "steady", False, sent, 0, delta))
             next_cut += METRICS_INTERVAL_S

@@ -208,6 +208,14 @@ class Metrics:
         if with_series:
             self.series.merge(other.series)
 
+    def sketch_bins(self) -> int:
+        """Occupied bins in the rows' sketches, held ones included: what sending them costs."""
+        rows = [*self.requests.values(), *self.transactions.values(), *self.scenarios.values()]
+        if self.held is not None:
+            held = self.held
+            rows += [*held.requests.values(), *held.transactions.values(), *held.scenarios.values()]
+        return sum(len(r.sketch.bins) for r in rows)
+
     def take(self, *, sketches: bool = True) -> Metrics:
         """Hand over everything recorded so far and start empty: one delta.
 

@@ -491,3 +491,24 @@ def test_metrics_entry_data_that_inflates_past_the_bound_is_refused(monkeypatch:
     monkeypatch.setattr(protocol, "MAX_DATA_BYTES", 1000)
     with pytest.raises(ProtocolError, match="inflates past 1000 bytes"):
         MetricsEntry.from_fields(fields)
+
+
+def test_sketches_go_with_every_delta_while_small_and_every_fifth_when_big() -> None:
+    """Live percentiles stay fresh at low rates; at high rates the sketches (the bulk of a
+    delta) wait for every SKETCH_EVERY-th delta, so a Worker's Redis bytes stay flat."""
+    from goose_redis.gaggle.keys import SKETCH_BINS_EVERY_DELTA, SKETCH_EVERY
+    from goose_redis.gaggle.outbox import sketches_due
+
+    small = Metrics()
+    for ms in (1.0, 2.0, 3.0):
+        small.request_row("GET", "/a").record(ms, True, 200)
+    assert all(sketches_due(small, n) for n in range(1, 2 * SKETCH_EVERY))
+    big = Metrics()
+    rng = random.Random(3)
+    while big.sketch_bins() <= SKETCH_BINS_EVERY_DELTA:
+        big.request_row("GET", "/b").record(rng.uniform(0.01, 60_000.0), True, 200)
+    due = [n for n in range(1, 3 * SKETCH_EVERY + 1) if sketches_due(big, n)]
+    assert due == [SKETCH_EVERY, 2 * SKETCH_EVERY, 3 * SKETCH_EVERY]
+    # Held sketches still count: after a cut without them, the next decision sees them.
+    big.take(sketches=False)
+    assert big.sketch_bins() > SKETCH_BINS_EVERY_DELTA and not sketches_due(big, 1)

@@ -43,6 +43,9 @@ METRICS_INTERVAL_S = 2.0
 # Row sketches (the bulk of a delta at high rates) go with every SKETCH_EVERY-th delta, the
 # counts with every one: a Worker's Redis bytes stay flat in the request rate.
 SKETCH_EVERY = 5
+# ... but with every delta while the rows' sketches hold at most this many occupied bins
+# (a few hundred bins compress to about 1 kB: at low rates live percentiles stay fresh).
+SKETCH_BINS_EVERY_DELTA = 400
 STREAM_MAXLEN = 100_000
 POLL_S = 0.5
 # A blocking stream read stays well below the socket timeout.

@@ -26,6 +26,13 @@ log = logging.getLogger("goose_redis.gaggle.worker")
 RESEND_AFTER_S = 5.0
 
 
+def sketches_due(metrics: Metrics, interval: int) -> bool:
+    """Send the rows' sketches with the ``interval``-th delta? Always while they are small (live
+    percentiles stay fresh at low rates), else every SKETCH_EVERY intervals (at high rates they
+    are the bulk of a delta: Redis bytes per Worker stay flat)."""
+    return interval % K.SKETCH_EVERY == 0 or metrics.sketch_bins() <= K.SKETCH_BINS_EVERY_DELTA
+
+
 @dataclass
 class Pending:
     seq: int

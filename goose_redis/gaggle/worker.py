@@ -30,7 +30,7 @@ from ..shape import IDLE, Slot
 from ..signals import install_stop_handlers
 from . import keys as K
 from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked
-from .outbox import Outbox
+from .outbox import Outbox, sketches_due
 from .protocol import Assignment, ManagerBeat, ProtocolError, Registration, ShapeMessage, StopRequest
 from .silence import Silence
 
@@ -414,8 +414,7 @@ class Worker:
         while True:
             await asyncio.sleep(K.METRICS_INTERVAL_S)
             rounds += 1
-            # Counts every interval; the rows' sketches (the bulk at high rates) every few.
-            self.outbox.cut(run_id, self._phase(), sketches=rounds % K.SKETCH_EVERY == 0)
+            self.outbox.cut(run_id, self._phase(), sketches=sketches_due(self.metrics, rounds))
             await self.outbox.send()
 
     async def _deliver_final(self) -> bool:
