@@ -15,6 +15,7 @@ from typing import Any
 
 from .arrival import ArrivalPlan
 from .errors import InvalidOption
+from .gaggle.auth import MAX_SECRET_BYTES, MIN_SECRET_BYTES, Secret
 from .outputs import check_distinct, check_output
 from .report.writers import report_files, report_format
 from .shape import Segment, Shape, planned, simple
@@ -100,6 +101,7 @@ class Config:
     transaction_log: str | None = None
     scenario_log: str | None = None
     error_log: str | None = None
+    gaggle_secret: Secret | None = None  # its repr hides it
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -176,6 +178,32 @@ def _thresholds(raw: dict[str, Any], names: tuple[Iterable[str], Iterable[str]] 
             )
         grace = duration("--threshold-grace", raw["threshold_grace"], allow_zero=True)
     return thresholds, abort, grace
+
+
+def gaggle_secret(raw: dict[str, Any]) -> Secret | None:
+    """--gaggle-secret (GOOSE_GAGGLE_SECRET) or --gaggle-secret-file: at least 16 bytes. An error
+    shows ``***``, never the value."""
+    text, path = raw.get("gaggle_secret"), raw.get("gaggle_secret_file")
+    if text is not None and path is not None:
+        raise InvalidOption("--gaggle-secret-file", path, "Give the secret once: --gaggle-secret (GOOSE_GAGGLE_SECRET) "
+                            "or --gaggle-secret-file, not both.")  # fmt: skip
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                value = f.read(MAX_SECRET_BYTES + 3).rstrip(b"\r\n")  # `openssl rand -hex 32 > f` ends a line
+        except OSError as exc:
+            raise InvalidOption("--gaggle-secret-file", path, f"cannot read it: {exc.strerror or exc}.") from None
+        option = "--gaggle-secret-file"
+    elif text is not None:
+        value, option = str(text).encode(), "--gaggle-secret"
+    else:
+        return None
+    if not MIN_SECRET_BYTES <= len(value) <= MAX_SECRET_BYTES:
+        raise InvalidOption(option, "***" if option == "--gaggle-secret" else path,
+                            f"The gaggle secret must be at least {MIN_SECRET_BYTES} bytes (it has {len(value)}): "
+                            "for example `openssl rand -hex 32`." if len(value) < MIN_SECRET_BYTES else
+                            f"The gaggle secret must be at most {MAX_SECRET_BYTES} bytes.")  # fmt: skip
+    return Secret(value)
 
 
 def build_config(
@@ -272,6 +300,7 @@ def build_config(
     final_wait = duration("--final-wait", raw["final_wait"]) if _given(raw, "final_wait") else 30.0
     redis_timeout = duration("--redis-timeout", raw["redis_timeout"]) if _given(raw, "redis_timeout") else 60.0
     thresholds, threshold_abort, threshold_grace = _thresholds(raw, row_names)
+    secret = gaggle_secret(raw)
     check_outputs(raw, reports)  # last: the only check that touches the file system
 
     return Config(
@@ -311,6 +340,7 @@ def build_config(
         transaction_log=raw.get("transaction_log") or None,
         scenario_log=raw.get("scenario_log") or None,
         error_log=raw.get("error_log") or None,
+        gaggle_secret=secret,
     )
 
 

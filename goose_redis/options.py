@@ -86,6 +86,12 @@ OPTIONS: tuple[Opt, ...] = (
         where=RUN_ONLY),  # fmt: skip
     Opt(("--stop-on-worker-loss",), "stop_on_worker_loss", GAGGLE, "Manager: stop the gaggle when a Worker is lost.",
         flag=True, where=RUN_ONLY),  # fmt: skip
+    Opt(("--gaggle-secret",), "gaggle_secret", GAGGLE,
+        "Sign and check every message of the gaggle with this shared secret (at least 16 bytes; the Manager and "
+        "every Worker need the same). Prefer GOOSE_GAGGLE_SECRET: a command line shows in ps.", "SECRET",
+        where=RUN_ONLY),  # fmt: skip
+    Opt(("--gaggle-secret-file",), "gaggle_secret_file", GAGGLE,
+        "Read the gaggle secret from this file (a Docker or Kubernetes secret).", "PATH", where=RUN_ONLY),
     Opt(("--redis-timeout",), "redis_timeout", GAGGLE,
         "Stop with an error when Redis stays unreachable this long [default: 60s].", "TIME", where=RUN_ONLY),
     Opt(("--final-wait",), "final_wait", GAGGLE, "Manager: wait this long for Workers' final metrics [default: 30s].",
