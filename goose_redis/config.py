@@ -15,6 +15,7 @@ from typing import Any
 
 from .arrival import ArrivalPlan
 from .errors import InvalidOption
+from .gaggle.auth import MAX_SECRET_BYTES, MIN_SECRET_BYTES, Secret
 from .outputs import check_distinct, check_output
 from .report.writers import report_files, report_format
 from .shape import Segment, Shape, planned, simple
@@ -104,6 +105,7 @@ class Config:
     autostart: bool = True  # --no-autostart: wait for a start command
     controller_port: int | None = None  # standalone: serve the dashboard and its API here
     controller_bind: str = "127.0.0.1"
+    gaggle_secret: Secret | None = None  # its repr hides it
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -180,6 +182,32 @@ def _thresholds(raw: dict[str, Any], names: tuple[Iterable[str], Iterable[str]] 
             )
         grace = duration("--threshold-grace", raw["threshold_grace"], allow_zero=True)
     return thresholds, abort, grace
+
+
+def gaggle_secret(raw: dict[str, Any]) -> Secret | None:
+    """--gaggle-secret (GOOSE_GAGGLE_SECRET) or --gaggle-secret-file: at least 16 bytes. An error
+    shows ``***``, never the value."""
+    text, path = raw.get("gaggle_secret"), raw.get("gaggle_secret_file")
+    if text is not None and path is not None:
+        raise InvalidOption("--gaggle-secret-file", path, "Give the secret once: --gaggle-secret (GOOSE_GAGGLE_SECRET) "
+                            "or --gaggle-secret-file, not both.")  # fmt: skip
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                value = f.read(MAX_SECRET_BYTES + 3).rstrip(b"\r\n")  # `openssl rand -hex 32 > f` ends a line
+        except OSError as exc:
+            raise InvalidOption("--gaggle-secret-file", path, f"cannot read it: {exc.strerror or exc}.") from None
+        option = "--gaggle-secret-file"
+    elif text is not None:
+        value, option = str(text).encode(), "--gaggle-secret"
+    else:
+        return None
+    if not MIN_SECRET_BYTES <= len(value) <= MAX_SECRET_BYTES:
+        raise InvalidOption(option, "***" if option == "--gaggle-secret" else path,
+                            f"The gaggle secret must be at least {MIN_SECRET_BYTES} bytes (it has {len(value)}): "
+                            "for example `openssl rand -hex 32`." if len(value) < MIN_SECRET_BYTES else
+                            f"The gaggle secret must be at most {MAX_SECRET_BYTES} bytes.")  # fmt: skip
+    return Secret(value)
 
 
 def build_config(
@@ -277,6 +305,7 @@ def build_config(
     redis_timeout = duration("--redis-timeout", raw["redis_timeout"]) if _given(raw, "redis_timeout") else 60.0
     thresholds, threshold_abort, threshold_grace = _thresholds(raw, row_names)
     controller_port, controller_bind = _controller(raw, manager, worker)
+    secret = gaggle_secret(raw)
     check_outputs(raw, reports)  # last: the only check that touches the file system
 
     return Config(
@@ -319,6 +348,7 @@ def build_config(
         autostart=not raw.get("no_autostart"),
         controller_port=controller_port,
         controller_bind=controller_bind,
+        gaggle_secret=secret,
     )
 
 
@@ -376,7 +406,7 @@ class RemoteConfig:
 
     redis_url: str = DEFAULT_REDIS_URL
     gaggle: str = "default"
-    secret: str | None = None  # --gaggle-secret: steering a gaggle that has one needs it
+    secret: Secret | None = None  # --gaggle-secret: steering a gaggle that has one needs it
     timeout_s: float = DEFAULT_CONTROL_TIMEOUT_S
     bind: str = "127.0.0.1"
     port: int = DEFAULT_DASHBOARD_PORT
@@ -384,13 +414,11 @@ class RemoteConfig:
 
 def build_remote_config(raw: dict[str, Any]) -> RemoteConfig:
     """The same rules for --redis-url and --gaggle as a run's; an empty secret is a mistake, not none."""
-    secret = raw.get("gaggle_secret")
-    if secret is not None and not str(secret):
-        raise InvalidOption("--gaggle-secret", "", "The --gaggle-secret option is empty.")
+    secret = gaggle_secret(raw)  # the same rules as a run's (at least 16 bytes; or from a file)
     return RemoteConfig(
         redis_url=validate_redis_url(str(raw["redis_url"])) if _given(raw, "redis_url") else DEFAULT_REDIS_URL,
         gaggle=gaggle_name(raw["gaggle"]) if _given(raw, "gaggle") else "default",
-        secret=str(secret) if secret is not None else None,
+        secret=secret,
         timeout_s=(
             duration("--timeout", raw["control_timeout"]) if _given(raw, "control_timeout")
             else DEFAULT_CONTROL_TIMEOUT_S

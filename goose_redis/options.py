@@ -85,10 +85,6 @@ OPTIONS: tuple[Opt, ...] = (
         "URL", where=REMOTE),  # fmt: skip
     Opt(("--gaggle",), "gaggle", GAGGLE, "Gaggle name: namespaces every Redis key [default: default].", "NAME",
         where=REMOTE),  # fmt: skip
-    Opt(("--gaggle-secret",), "gaggle_secret", GAGGLE,
-        "The gaggle's secret, needed to steer a gaggle that has one (watching never needs it); "
-        "prefer GOOSE_GAGGLE_SECRET, which other users cannot see in the process list.", "SECRET",
-        where=STEERS),  # fmt: skip
     Opt(("--no-autostart",), "no_autostart", GAGGLE,
         "Hold the run until `goose-redis control start` (a Manager: its ready Workers wait at the barrier) "
         "or the page's Start (a standalone run with --controller-port).", flag=True, where=RUN_ONLY),  # fmt: skip
@@ -102,6 +98,13 @@ OPTIONS: tuple[Opt, ...] = (
         where=RUN_ONLY),  # fmt: skip
     Opt(("--stop-on-worker-loss",), "stop_on_worker_loss", GAGGLE, "Manager: stop the gaggle when a Worker is lost.",
         flag=True, where=RUN_ONLY),  # fmt: skip
+    Opt(("--gaggle-secret",), "gaggle_secret", GAGGLE,
+        "Sign and check every message of the gaggle with this shared secret (at least 16 bytes; the Manager and "
+        "every Worker need the same; control and the dashboard need it to steer, never to watch). Prefer "
+        "GOOSE_GAGGLE_SECRET: a command line shows in ps.", "SECRET", where=RUN_ONLY | STEERS),  # fmt: skip
+    Opt(("--gaggle-secret-file",), "gaggle_secret_file", GAGGLE,
+        "Read the gaggle secret from this file (a Docker or Kubernetes secret).", "PATH",
+        where=RUN_ONLY | STEERS),  # fmt: skip
     Opt(("--redis-timeout",), "redis_timeout", GAGGLE,
         "Stop with an error when Redis stays unreachable this long [default: 60s].", "TIME", where=RUN_ONLY),
     Opt(("--final-wait",), "final_wait", GAGGLE, "Manager: wait this long for Workers' final metrics [default: 30s].",

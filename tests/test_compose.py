@@ -189,6 +189,56 @@ def test_load_knobs_from_environment(tool: ComposeTool) -> None:
     assert got["manager"].environment["GOOSE_REDIS_URL"] == "redis://redis:6379/0"
 
 
+# -- the gaggle secret, from an env file -------------------------------------------------------
+
+ENV_EXAMPLE = REPO_ROOT / "goose.env.example"
+
+
+def _env_file(tmp_path: Path, secret: str) -> Path:
+    """goose.env as the docs make it: the committed template with the secret filled in."""
+    text = ENV_EXAMPLE.read_text()
+    assert "\nGOOSE_GAGGLE_SECRET=change-me\n" in text
+    path = tmp_path / "goose.env"
+    path.write_text(text.replace("\nGOOSE_GAGGLE_SECRET=change-me\n", f"\nGOOSE_GAGGLE_SECRET={secret}\n"))
+    return path
+
+
+def test_the_secret_reaches_manager_and_workers_from_an_env_file(tool: ComposeTool, tmp_path: Path) -> None:
+    secret = "0123456789abcdef" * 4
+    got = services({}, tool=tool, env_file=_env_file(tmp_path, secret))
+    assert got["manager"].environment["GOOSE_GAGGLE_SECRET"] == secret
+    assert got["worker"].environment["GOOSE_GAGGLE_SECRET"] == secret
+    for name in ("manager", "worker"):  # and the CLI takes it
+        args = _local_args(got[name].argv[1:], tmp_path) + ["--check"]
+        proc = _run_cli(args, got[name].environment)
+        assert proc.returncode == 0, proc.stderr
+        assert secret not in proc.stdout + proc.stderr
+
+
+def test_without_an_env_file_the_secret_is_not_set(default_services: dict[str, ServiceSpec]) -> None:
+    for name in ("manager", "worker"):
+        assert "GOOSE_GAGGLE_SECRET" not in default_services[name].environment
+        assert "GOOSE_GAGGLE_SECRET" in default_services[name].raw["environment"]  # passed by name
+
+
+def test_the_template_alone_refuses_to_start(tool: ComposeTool, tmp_path: Path) -> None:
+    """Used as it is, goose.env.example's placeholder is too short: the run stops before it
+    starts, rather than run with a secret everybody knows (or silently with none)."""
+    spec = services({}, tool=tool, env_file=ENV_EXAMPLE)["worker"]
+    assert spec.environment["GOOSE_GAGGLE_SECRET"] == "change-me"
+    proc = _run_cli([*_local_args(spec.argv[1:], tmp_path), "--check"], spec.environment)
+    assert proc.returncode == 2, proc.stderr
+    assert 'option: "--gaggle-secret", value: "***"' in proc.stderr and "(it has 9)" in proc.stderr
+    assert "change-me" not in proc.stderr
+
+
+def test_the_env_file_stays_out_of_git_and_images() -> None:
+    for ignore in (".gitignore", ".dockerignore"):
+        lines = {line.strip() for line in (REPO_ROOT / ignore).read_text().splitlines()}
+        assert "goose.env" in lines, ignore
+    assert ENV_EXAMPLE.is_file()
+
+
 # -- the image ------------------------------------------------------------------------------
 
 

@@ -266,3 +266,42 @@ def test_the_documented_acl_user_can_steer(
     limited = server.client(username="goose", password="change-me")
     with pytest.raises(redis.exceptions.NoPermissionError):
         limited.execute_command("FLUSHALL")
+
+
+SECRET = "control-test-secret-0123456789abcdef"
+
+
+def test_a_gaggle_with_a_secret_takes_only_signed_commands_and_each_once(
+    gaggle: Gaggle, fresh_target: CountingTarget, redis_server: RedisServer
+) -> None:
+    """Steering needs the secret (watching does not): an unsigned command, a wrong secret and a
+    replayed signed command are each refused with one line; the signed one is applied once."""
+    env = {"GOOSE_GAGGLE_SECRET": SECRET}
+    manager = gaggle.manager(fresh_target.url, 2, 2, "-r", "20", "-t", "120s", "--no-reset-metrics", env=env)
+    workers = [gaggle.worker(env=env), gaggle.worker(env=env)]
+    wait_until(lambda: users_lately(fresh_target) == {0, 1}, 30, "both users running")
+
+    line = error_line(control(gaggle, "users", "4"), 1)
+    assert "this gaggle has a secret: give --gaggle-secret to steer it" in line
+    wrong = run_cli(["control", "--redis-url", gaggle.redis_url, "users", "4"],
+                    env={"GOOSE_GAGGLE_SECRET": "not-the-secret-of-this-gaggle"}, timeout=60)  # fmt: skip
+    assert "this gaggle has a secret" in error_line(wrong, 1)
+    signed = run_cli(["control", "--redis-url", gaggle.redis_url, "users", "4"], env=env, timeout=60)
+    assert applied(signed) == "gaggle 'default': users -> 4 at 20/s"
+    wait_until(lambda: users_lately(fresh_target, 300) == {0, 1, 2, 3}, 15, "four users sending")
+
+    # An attacker who can write the stream replays the signed command: refused, not applied twice.
+    r = redis_server.client()
+    entries = r.xrange(gaggle.key("commands"))
+    sent = [fields for _, fields in entries if b'"users"' in fields[b"cmd"] and b'"mac"' in fields[b"cmd"]]
+    assert len(sent) == 2  # the wrong secret's, then the right one's
+    r.xadd(gaggle.key("commands"), sent[-1])
+    r.publish(gaggle.key("control"), "command")
+    wait_until(lambda: "replay" in manager.stderr.text().lower(), 10, "the replay refused and logged")
+
+    stopped = run_cli(["control", "--redis-url", gaggle.redis_url, "stop"], env=env, timeout=60)
+    assert applied(stopped) == "gaggle 'default': stopping the gaggle"
+    finish(manager, workers, timeout=60)
+    report = gaggle.report()
+    assert [e["command"] for e in report["events"]] == ["users", "stop"]  # each applied once
+    assert aggregated(report) == fresh_target.completed_total()

@@ -11,6 +11,9 @@ file drifts. Only what exists in the image alone is mapped onto this checkout:
 A third Worker, started later from a namespace of its own against the same Redis
 address, is told by the Manager to exit cleanly: the gaggle already has its two.
 
+The gaggle is signed, as docs/deploy.md says to run it: ``goose.env`` made from the
+committed ``goose.env.example`` with a secret filled in, given to compose with ``--env-file``.
+
 The demo target's ``GET /__hits`` (goose_redis/demo_site.py) says what it served, so the
 merged report is checked against the requests the target really answered.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -153,8 +157,13 @@ def test_compose_topology_across_network_hosts(tmp_path: Path) -> None:
     if tool is None:
         pytest.skip("no Compose implementation: apt-get install -y docker-compose (or the v2 plugin)")
 
-    specs = services(COMPOSE_ENV, tool=tool)
+    secret = secrets.token_hex(32)
+    env_file = tmp_path / "goose.env"
+    template = (REPO_ROOT / "goose.env.example").read_text()
+    env_file.write_text(template.replace("\nGOOSE_GAGGLE_SECRET=change-me\n", f"\nGOOSE_GAGGLE_SECRET={secret}\n"))
+    specs = services(COMPOSE_ENV, tool=tool, env_file=env_file)
     assert set(specs) == {"redis", "target", "manager", "worker"}
+    assert specs["manager"].environment["GOOSE_GAGGLE_SECRET"] == specs["worker"].environment["GOOSE_GAGGLE_SECRET"]
     reports = tmp_path / "reports"
     reports.mkdir()
     redis_dir = tmp_path / "redis"
@@ -214,7 +223,9 @@ def test_compose_topology_across_network_hosts(tmp_path: Path) -> None:
         for host in ("worker-1", "worker-2"):
             assert started[host].wait(timeout=30) == 0, lab.logs(host)
         assert "beyond --expect-workers: told to exit" in lab.stderr("manager"), lab.logs("manager")
-        assert "Traceback" not in lab.all_logs()
+        assert "is authenticated: every message is signed" in lab.stderr("manager"), lab.logs("manager")
+        assert "refused" not in lab.all_logs(), lab.all_logs()  # nothing of a real Worker's mistaken for a forgery
+        assert "Traceback" not in lab.all_logs() and secret not in lab.all_logs()
 
         fetched = lab.run("manager", [sys.executable, "-c", FETCH, f"{target_url}{HITS_PATH}"])
         assert fetched.returncode == 0, f"{fetched.stderr}\n{lab.logs('target')}"

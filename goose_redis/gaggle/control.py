@@ -26,7 +26,8 @@ from ..logs import NOTICE
 from ..shape import Slot
 from ..snapshot import RunView, build_snapshot
 from . import keys as K
-from .control_auth import verify_command
+from .auth import ReplayGuard
+from .control_auth import read_command
 from .protocol import PROTOCOL_VERSION, ControlCommand, ControlReply, ProtocolError
 
 if TYPE_CHECKING:
@@ -51,11 +52,9 @@ class ControlDesk:
         self.next_snapshot = 0.0
         self.history: deque[tuple[float, dict[str, int]]] = deque(maxlen=16)
         self.waiting_logged = False
+        self.guard = ReplayGuard()  # command ids seen lately: each command is applied once
+        self.refusals_logged: set[str] = set()
 
-    @property
-    def secret(self) -> str | None:
-        # The gaggle's secret, once the Manager has one (``--gaggle-secret``, the signing work).
-        return getattr(self.m.config, "gaggle_secret", None)
 
     # -- commands ----------------------------------------------------------------------
 
@@ -71,13 +70,21 @@ class ControlDesk:
 
     async def handle(self, fields: dict[bytes, bytes]) -> None:
         try:
-            cmd = ControlCommand.from_bytes(fields.get(b"cmd"))
+            cmd, refusal = read_command(fields.get(b"cmd"), self.m.auth, self.guard, self.link.now())
         except ProtocolError as exc:
             self.bad += 1  # no id we could trust to answer to: logged and skipped
             if self.bad <= MAX_LOGGED_BAD:
                 log.warning("ignoring a malformed control command: %s", exc)
             return
-        outcome = await self.decide(cmd)
+        if refusal:
+            outcome = refused(refusal)
+            kind = refusal.split(":", 1)[0]
+            if kind not in self.refusals_logged:  # each kind of refusal once: a flood stays one line
+                self.refusals_logged.add(kind)
+                log.warning("refused control command %s (by %s): %s (further ones like it not logged)",
+                            cmd.command, cmd.by, refusal)  # fmt: skip
+        else:
+            outcome = await self.decide(cmd)
         reply = ControlReply(cmd.id, outcome.ok, outcome.said, outcome.error, self.link.now())
         await self.link.attempt(
             "answering a control command",
@@ -89,9 +96,6 @@ class ControlDesk:
     async def decide(self, cmd: ControlCommand) -> Outcome:
         m = self.m
         shown = f"{cmd.command}{f' {cmd.value}' if cmd.value else ''} (by {cmd.by})"
-        if why := verify_command(cmd, self.secret):
-            log.warning("refused control command %s: %s", shown, why)
-            return refused(why)
         age = self.link.now() - cmd.at
         if age > K.COMMAND_MAX_AGE_S:
             log.warning("refused control command %s: sent %.0fs ago", shown, age)

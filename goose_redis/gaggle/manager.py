@@ -28,10 +28,11 @@ from ..standalone import hatch_rate_of, scenario_users, shaping_info
 from ..thresholds import watch_for
 from . import keys as K
 from .allocation import describe_split
+from .auth import Auth
 from .control import ControlDesk
 from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked
 from .merge import Merger
-from .protocol import ManagerBeat, ProtocolError, StopRequest, as_text
+from .protocol import ManagerBeat, ProtocolError, StopRequest, Unauthenticated, as_text, sign_run
 from .roster import Roster
 from .steering import Steering
 
@@ -47,8 +48,9 @@ class Manager:
         self.keys = K.Keys(config.gaggle)
         self.run_id = secrets.token_hex(6)
         shape = config.shape()
-        self.roster = Roster(config, link, self.run_id, load_test.full_hash(), shape.peak)
-        self.steering = Steering(link, self.keys, self.run_id, shape)
+        self.auth = Auth(config.gaggle_secret, config.gaggle, log)  # no secret: signs nothing
+        self.roster = Roster(config, link, self.run_id, load_test.full_hash(), shape.peak, self.auth)
+        self.steering = Steering(link, self.keys, self.run_id, shape, self.auth)
         self.merger = Merger(link, self.roster, self.run_id, lambda: self.steering.started_at)
         self.state = K.WAITING
         self.stopping_at: float | None = None
@@ -93,12 +95,14 @@ class Manager:
             "updated_at": self.link.now(),
         }
         async with self.link.client.pipeline(transaction=False) as p:
-            p.set(self.keys.manager, ManagerBeat(self.run_id, self.link.now()).to_bytes(), ex=K.HEARTBEAT_TTL_S)
-            p.hset(self.keys.run, mapping=run)
-            p.set(self.keys.shape, self.steering.message().to_bytes(), ex=K.LONG_TTL_S)
+            p.set(self.keys.manager, ManagerBeat(self.run_id, self.link.now()).to_bytes(self.auth),
+                  ex=K.HEARTBEAT_TTL_S)  # fmt: skip
+            p.hset(self.keys.run, mapping=sign_run(self.auth, self.run_id, run))
+            p.set(self.keys.shape, self.steering.message().to_bytes(self.auth), ex=K.LONG_TTL_S)
             if self.state == K.WAITING:
                 for w in self.roster.workers.values():
-                    p.set(self.keys.assign(w.id), self.roster.assignment(w).to_bytes(), ex=K.LONG_TTL_S)
+                    p.set(self.keys.assign(w.id), self.roster.assignment(w).to_bytes(self.auth, worker=w.id),
+                          ex=K.LONG_TTL_S)  # fmt: skip
             for key in self.keys.run_scoped():
                 p.expire(key, K.LONG_TTL_S)
             await p.execute()
@@ -171,6 +175,11 @@ class Manager:
         await self.write_state()
         c = self.config
         log.info("gaggle %r on Redis %s (run %s)", c.gaggle, self.link.safe_url, self.run_id)
+        if self.auth.enabled:
+            log.log(NOTICE, "gaggle %r is authenticated: every message is signed (--gaggle-secret)", c.gaggle)
+        else:
+            log.log(NOTICE, "gaggle %r is unauthenticated: anyone who can write goose:%s:* in Redis can steer it "
+                    "(see docs/deploy.md)", c.gaggle, c.gaggle)  # fmt: skip
         for line in describe_split(self.steering.shape.peak, c.expect_workers):
             log.info("%s", line)
         self.wake.start()
@@ -334,7 +343,9 @@ class Manager:
         if raw is None:
             return
         try:
-            req = StopRequest.from_bytes(raw)
+            req = StopRequest.from_bytes(raw, self.auth, run_id=self.run_id, now=self.link.now())
+        except Unauthenticated:
+            return  # counted, and the first of its kind logged
         except ProtocolError as exc:
             if "stop" not in self.roster.bad:
                 self.roster.bad.add("stop")
@@ -375,6 +386,7 @@ class Manager:
                 log.error("worker %d: merged %s but it counted %s", w.index, (w.requests, w.failures), w.reported)
         if self.merger.bad_entries:
             log.warning("ignored %d malformed or foreign metrics entries", self.merger.bad_entries)
+        self.auth.refusals.log_summary()
         self.state = K.DONE
 
     async def _broadcast_exit(self) -> None:
@@ -383,7 +395,9 @@ class Manager:
 
     async def close_run(self) -> None:
         async with self.link.client.pipeline(transaction=False) as p:
-            p.hset(self.keys.run, mapping={"state": K.DONE, "ended_at": self.link.now()})
+            done = {"run_id": self.run_id, "state": K.DONE, "stop_reason": self.stop_reason,
+                    "ended_at": self.link.now()}  # fmt: skip
+            p.hset(self.keys.run, mapping=sign_run(self.auth, self.run_id, done))
             for key in self.keys.run_scoped():
                 p.expire(key, K.LONG_TTL_S)
             p.delete(self.keys.manager, *[self.keys.assign(w) for w in self.roster.workers])

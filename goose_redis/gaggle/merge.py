@@ -17,7 +17,7 @@ from typing import Any
 from ..metrics import Metrics
 from . import keys as K
 from .link import RedisLink, shift_series
-from .protocol import MetricsEntry, ProtocolError
+from .protocol import MetricsEntry, ProtocolError, Unauthenticated, ack_value
 from .roster import Roster
 
 log = logging.getLogger("goose_redis.gaggle.manager")
@@ -32,6 +32,7 @@ class Merger:
         self.roster = roster
         self.keys = roster.keys
         self.run_id = run_id
+        self.auth = roster.auth  # with a secret: only signed entries merge, acks are signed
         self.started_at = started_at  # the gaggle clock's start, once there is one
         self.metrics = Metrics()
         self.ramp = Metrics()
@@ -64,12 +65,15 @@ class Merger:
 
     async def _ack(self, changed: set[str]) -> None:
         workers = self.roster.workers
-        await self.link.client.hset(self.keys.acks, mapping={wid: workers[wid].ledger.watermark for wid in changed})
+        await self.link.client.hset(self.keys.acks, mapping={
+            wid: ack_value(self.auth, self.run_id, wid, workers[wid].ledger.watermark) for wid in changed})  # fmt: skip
 
     def handle_entry(self, fields: dict[bytes, bytes]) -> str | None:
         """Merge one stream entry; never raises, so one bad entry cannot stop intake."""
         try:
-            entry = MetricsEntry.from_fields(fields)
+            entry = MetricsEntry.from_fields(fields, self.auth)
+        except Unauthenticated:
+            return None  # counted, and the first of its kind logged: never merged
         except ProtocolError as exc:
             self.bad_entries += 1
             if self.bad_entries <= MAX_LOGGED_BAD:

@@ -16,8 +16,9 @@ from typing import Any
 
 from ..metrics import Metrics
 from . import keys as K
+from .auth import Auth
 from .link import RedisLink, shift_series
-from .protocol import MetricsEntry
+from .protocol import MetricsEntry, ProtocolError, Unauthenticated, read_ack
 
 log = logging.getLogger("goose_redis.gaggle.worker")
 
@@ -41,8 +42,11 @@ class Pending:
 
 
 class Outbox:
-    def __init__(self, link: RedisLink, keys: K.Keys, worker_id: str, metrics: Metrics) -> None:
+    def __init__(self, link: RedisLink, keys: K.Keys, worker_id: str, metrics: Metrics,
+                 auth: Auth | None = None) -> None:  # fmt: skip
         self.link = link
+        self.auth = auth  # with a secret: entries signed, acknowledgements verified
+        self.run_id: str | None = None
         self.keys = keys
         self.worker_id = worker_id
         self.metrics = metrics
@@ -63,6 +67,7 @@ class Outbox:
         delta = self.metrics.take(sketches=sketches or final)
         if delta.is_empty() and not final:
             return
+        self.run_id = run_id
         n, f = delta.total_requests()
         delta.series = shift_series(delta.series, self.link.skew_s)  # our clock -> the gaggle's
         self.sent_requests += n
@@ -70,12 +75,16 @@ class Outbox:
         self.seq += 1
         entry = MetricsEntry(run_id, self.worker_id, self.seq, phase, final, self.sent_requests,
                              self.sent_failures, delta)  # fmt: skip
-        self.pending.append(Pending(self.seq, entry.to_fields()))
+        self.pending.append(Pending(self.seq, entry.to_fields(self.auth)))
 
     def on_ack(self, raw: object) -> None:
+        if raw is None or self.run_id is None:
+            return  # nothing sent yet: nothing to acknowledge
         try:
-            acked = int(raw) if raw is not None else 0  # type: ignore[call-overload]
-        except (TypeError, ValueError):
+            acked = read_ack(self.auth, self.run_id, self.worker_id, raw)
+        except Unauthenticated:
+            return  # counted, the first logged: a forged ack must not drop unsent deltas
+        except ProtocolError:
             log.warning("ignoring a malformed acknowledgement %r", raw)
             return
         if acked > self.acked:

@@ -4,12 +4,18 @@ Everything read from Redis goes through ``decode``: it is parsed as JSON (never
 unpickled or evaluated), its protocol version checked, and every field
 type-checked, so garbage under the gaggle's keys becomes a ``ProtocolError``
 that the reader logs and skips.
+
+Encoders and decoders take an optional ``Auth`` (``auth.py``) and the binding context
+the message does not carry itself (``run_id=``, ``worker=``): with a secret they sign
+and verify; a message that fails is an ``Unauthenticated`` (a ``ProtocolError``),
+already counted and logged once per kind, which the reader skips quietly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
@@ -18,6 +24,7 @@ import orjson
 from ..arrival import ArrivalPlan, RateSegment
 from ..metrics import Metrics, WireError
 from ..shape import MAX_PLAN_S, MAX_PLAN_USERS, Segment, Shape
+from .auth import MAC, SIGNED, Auth, AuthError, Binding, digest
 
 # 2: metrics data is zlib-compressed JSON, sketches carry only occupied bins, rows count bytes.
 PROTOCOL_VERSION = 2
@@ -30,6 +37,11 @@ MAX_SEGMENTS = 10_000
 
 class ProtocolError(ValueError):
     """Something under the gaggle's keys that is not a message we understand."""
+
+
+class Unauthenticated(ProtocolError):
+    """Refused by ``Auth``: no MAC, a wrong one, one where none belongs, or out of its
+    window. Already counted (and the first of its kind logged): skip it quietly."""
 
 
 T = TypeVar("T")
@@ -53,13 +65,35 @@ class Message:
 
     # Versions a reader accepts: a message whose shape did not change may be older.
     VERSIONS: ClassVar[tuple[int, ...]] = (PROTOCOL_VERSION,)
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps({"v": PROTOCOL_VERSION, **dataclasses.asdict(self)})  # type: ignore[call-overload]
+    # Signing: the field naming the run whose key signs it (None: the caller's ``run_id=``,
+    # "" being the gaggle key); a dated field refused outside auth.WINDOW_S (given ``now=``);
+    # the field whose value counts a refusal once (None: each distinct document).
+    RUN_FIELD: ClassVar[str | None] = "run_id"
+    DATE_FIELD: ClassVar[str | None] = None
+    IDENTITY_FIELD: ClassVar[str | None] = None
 
     @classmethod
-    def from_bytes(cls: type[T], raw: object) -> T:
+    def binding(cls, doc: Mapping[str, Any], run_id: str = "", worker: str = "") -> Binding:
+        run = doc.get(cls.RUN_FIELD) if cls.RUN_FIELD else run_id
+        if not isinstance(run, str):
+            raise ProtocolError(f"{cls.__name__}.{cls.RUN_FIELD} has the wrong type")
+        return Binding(cls.__name__, run, worker)
+
+    def to_bytes(self, auth: Auth | None = None, *, run_id: str = "", worker: str = "") -> bytes:
+        """The document; with ``auth``, signed under the binding (see ``binding``)."""
+        doc = {"v": PROTOCOL_VERSION, **dataclasses.asdict(self)}  # type: ignore[call-overload]
+        if auth is not None:
+            doc = auth.sign(self.binding(doc, run_id, worker), doc)
+        return orjson.dumps(doc)
+
+    @classmethod
+    def from_bytes(cls: type[T], raw: object, auth: Auth | None = None, *, run_id: str = "", worker: str = "",
+                   now: float | None = None) -> T:  # fmt: skip
+        """Parse and check a document; with ``auth``, verify its MAC (and its date, given ``now``)
+        first. Raises ProtocolError (Unauthenticated when the MAC or the date is refused)."""
         doc = decode(raw, cls.__name__, cls.VERSIONS)  # type: ignore[attr-defined]
+        if auth is not None:
+            doc = cls._verified(doc, raw, auth, run_id, worker, now)  # type: ignore[attr-defined]
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -79,6 +113,19 @@ class Message:
     def check(self) -> str | None:
         """Ranges, not only types: a reason when a well-typed message still makes no sense."""
         return None
+
+    @classmethod
+    def _verified(cls, doc: dict[str, Any], raw: object, auth: Auth, run_id: str, worker: str,
+                  now: float | None) -> dict[str, Any]:  # fmt: skip
+        binding = cls.binding(doc, run_id, worker)
+        identity = (binding, doc.get(cls.IDENTITY_FIELD)) if cls.IDENTITY_FIELD else raw
+        try:
+            doc = auth.verify(binding, doc, identity=identity)
+            if now is not None and cls.DATE_FIELD is not None:
+                auth.check_window(binding, doc.get(cls.DATE_FIELD), now, identity)
+        except AuthError as exc:
+            raise Unauthenticated(f"{cls.__name__}: {exc.reason}") from None
+        return doc
 
 
 def as_text(raw: object) -> str:
@@ -105,11 +152,17 @@ def decode(raw: object, what: str = "message", versions: tuple[int, ...] = (PROT
 
 @dataclass(frozen=True)
 class Registration(Message):
+    """Signed with the gaggle key (no run yet), bound to the ``workers`` field it is under."""
+
     id: str
     host: str
     pid: int
     hash: str
     at: float
+
+    RUN_FIELD: ClassVar[str | None] = None
+    DATE_FIELD: ClassVar[str | None] = "at"
+    IDENTITY_FIELD: ClassVar[str | None] = "id"
 
 
 @dataclass(frozen=True)
@@ -241,6 +294,8 @@ class StopRequest(Message):
     at: float
 
     VERSIONS: ClassVar[tuple[int, ...]] = (1, PROTOCOL_VERSION)  # unchanged since 1: redis-cli recipes keep working
+    RUN_FIELD: ClassVar[str | None] = None  # signed with the key of the reader's run (run_id=)
+    DATE_FIELD: ClassVar[str | None] = "at"
 
     def describe(self) -> str:
         """The stop reason as logs show it: who asked, unless the reason already says."""
@@ -254,6 +309,11 @@ class StopRequest(Message):
 class ManagerBeat(Message):
     run_id: str
     at: float
+
+    IDENTITY_FIELD: ClassVar[str | None] = "run_id"
+
+
+ENTRY = "MetricsEntry"
 
 
 @dataclass(frozen=True)
@@ -274,8 +334,9 @@ class MetricsEntry:
     failures: int
     metrics: Metrics
 
-    def to_fields(self) -> dict[bytes, bytes]:
-        head = {
+    def to_fields(self, auth: Auth | None = None) -> dict[bytes, bytes]:
+        """The stream entry; with ``auth`` the head's MAC covers the head and a digest of the data."""
+        head: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "run": self.run_id,
             "w": self.worker_id,
@@ -286,10 +347,15 @@ class MetricsEntry:
             "f": self.failures,
         }
         # Compressed: counts, floats and sketch bins repeat their shapes across rows and buckets.
-        return {b"head": orjson.dumps(head), b"data": zlib.compress(orjson.dumps(self.metrics.to_wire()), 6)}
+        # The MAC covers the bytes on the wire, so nothing unauthenticated is ever inflated.
+        data = zlib.compress(orjson.dumps(self.metrics.to_wire()), 6)
+        if auth is not None:
+            head = auth.sign(Binding(ENTRY, self.run_id, self.worker_id), head, digest(data))
+        return {b"head": orjson.dumps(head), b"data": data}
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> MetricsEntry:
+    def from_fields(cls, fields: dict[bytes, bytes], auth: Auth | None = None) -> MetricsEntry:
+        """Parse an entry; with ``auth`` its MAC is checked before the data is parsed at all."""
         head = decode(fields.get(b"head"), "metrics entry")
         try:
             run_id, worker_id, seq = head["run"], head["w"], head["seq"]
@@ -302,8 +368,15 @@ class MetricsEntry:
             raise ProtocolError("metrics entry phase/final are invalid")
         if not (isinstance(n, int) and isinstance(f, int)):
             raise ProtocolError("metrics entry totals are not integers")
+        data = fields.get(b"data", b"")
+        if auth is not None:
+            mark = digest(data if isinstance(data, bytes) else b"")
+            try:
+                auth.verify(Binding(ENTRY, run_id, worker_id), head, mark, identity=(fields.get(b"head"), mark))
+            except AuthError as exc:
+                raise Unauthenticated(f"metrics entry: {exc.reason}") from None
         try:
-            metrics = Metrics.from_wire(orjson.loads(inflate(fields.get(b"data"))))
+            metrics = Metrics.from_wire(orjson.loads(inflate(data)))
         except (orjson.JSONDecodeError, WireError) as exc:
             raise ProtocolError(f"metrics entry data is invalid: {exc}") from None
         return cls(run_id, worker_id, seq, phase, final, n, f, metrics)
@@ -339,8 +412,8 @@ def _is_nonce(text: str) -> bool:
 class ControlCommand(Message):
     """A command for the Manager, added to the ``commands`` stream by anyone who reaches Redis.
 
-    ``id`` is a random nonce: the Manager answers in ``reply:{id}``. ``mac`` is left for the
-    gaggle's secret (``control_auth.sign_command``): a gaggle with a secret refuses a command
+    ``id`` is a random nonce: the Manager answers in ``reply:{id}``. With the gaggle's secret
+    the document carries a MAC (``control_auth``): a gaggle with a secret refuses a command
     without a valid one. ``at`` is the gaggle clock when it was sent; a command older than
     ``COMMAND_MAX_AGE_S`` when the Manager reads it is refused, not applied late."""
 
@@ -349,7 +422,12 @@ class ControlCommand(Message):
     value: str | None
     by: str  # "control on HOST", "dashboard on HOST"
     at: float
-    mac: str | None = None
+
+    # Signed with the gaggle key (RUN_FIELD None, the caller passes run_id=""), dated by "at",
+    # a refusal counted once per command id.
+    RUN_FIELD: ClassVar[str | None] = None
+    DATE_FIELD: ClassVar[str | None] = "at"
+    IDENTITY_FIELD: ClassVar[str | None] = "id"
 
     def check(self) -> str | None:
         if not _is_nonce(self.id):
@@ -360,13 +438,7 @@ class ControlCommand(Message):
             return "value too long"
         if not 0 < len(self.by) <= 200:
             return "by is empty or too long"
-        if self.mac is not None and len(self.mac) > 200:
-            return "mac too long"
         return None
-
-    def signed_fields(self) -> bytes:
-        """What a MAC covers: every field but the MAC itself, in a fixed order."""
-        return orjson.dumps([self.id, self.command, self.value, self.by, self.at])
 
 
 @dataclass(frozen=True)
@@ -386,3 +458,73 @@ class ControlReply(Message):
         if self.error not in (None, "refused", "invalid") or (self.ok and self.error is not None):
             return "error must be null, refused or invalid"
         return None if len(self.said) <= 2000 else "said too long"
+
+
+# -- hashes and single values: the run state, a Worker's heartbeat, acknowledgements ------------
+
+RUN_SIGNED = ("run_id", "state", "stop_reason")  # what Workers act on; the Manager signs every field it writes
+HEARTBEAT_SIGNED = ("hb", "users", "state")  # what the Manager acts on
+HEARTBEAT_FIELDS = (*HEARTBEAT_SIGNED, SIGNED, MAC)  # what it reads (HMGET), in this order
+
+
+def _text(raw: object) -> str:
+    return as_text(raw)
+
+
+def sign_run(auth: Auth | None, run_id: str, fields: Mapping[str, Any]) -> dict[Any, Any]:
+    """The ``run`` hash fields to HSET: with a secret, plus ``signed`` and ``mac`` (run key)."""
+    return auth.sign_fields(Binding("run", run_id), fields) if auth is not None else dict(fields)
+
+
+def read_run(auth: Auth | None, raw: Mapping[Any, Any], run_id: str | None = None) -> Mapping[Any, Any]:
+    """The ``run`` hash as read (HGETALL): with ``auth``, only the fields its MAC covers, under
+    the key of ``run_id`` (the run the reader follows: another run's state is refused), or of
+    the run it names when None (the caller then compares that with the run it knows)."""
+    if auth is None:
+        return raw
+    if run_id is None:
+        run_id = _text(raw.get(b"run_id", raw.get("run_id")))
+    try:
+        return auth.verify_fields(Binding("run", run_id), raw, RUN_SIGNED)
+    except AuthError as exc:
+        raise Unauthenticated(f"run state: {exc.reason}") from None
+
+
+def sign_heartbeat(auth: Auth | None, worker_id: str, fields: Mapping[str, Any]) -> dict[Any, Any]:
+    """A Worker's ``worker:{id}`` fields: with a secret ``hb``, ``users`` and ``state`` signed
+    with the gaggle key (a Worker beats before it knows the run), bound to its id."""
+    if auth is None or not auth.enabled:
+        return dict(fields)
+    signed = auth.sign_fields(Binding("heartbeat", "", worker_id), {k: fields[k] for k in HEARTBEAT_SIGNED})
+    return {**fields, **signed}
+
+
+def read_heartbeat(auth: Auth | None, worker_id: str, values: list[Any]) -> dict[str, Any]:
+    """``HMGET worker:{id} *HEARTBEAT_FIELDS`` as {field: value}, verified with ``auth``."""
+    got = dict(zip(HEARTBEAT_FIELDS, values, strict=False))
+    if auth is None or all(v is None for v in values):
+        return got  # no hash yet (a Worker before its first beat): no news, nothing to refuse
+    try:
+        return {_text(k): v for k, v in auth.verify_fields(Binding("heartbeat", "", worker_id), got,
+                                                           HEARTBEAT_SIGNED).items()}  # fmt: skip
+    except AuthError as exc:
+        raise Unauthenticated(f"worker heartbeat: {exc.reason}") from None
+
+
+def ack_value(auth: Auth | None, run_id: str, worker_id: str, watermark: int) -> str:
+    """An ``acks`` value: the watermark, and with a secret ``:mac`` bound to run and Worker."""
+    value = str(watermark)
+    return auth.sign_value(Binding("ack", run_id, worker_id), value) if auth is not None else value
+
+
+def read_ack(auth: Auth | None, run_id: str, worker_id: str, raw: object) -> int:
+    """The watermark of an ``acks`` value; ProtocolError (Unauthenticated) when refused."""
+    text = _text(raw)
+    if auth is not None:
+        try:
+            text = auth.open_value(Binding("ack", run_id, worker_id), text)
+        except AuthError as exc:
+            raise Unauthenticated(f"acknowledgement: {exc.reason}") from None
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise ProtocolError(f"acknowledgement {text[:40]!r} is not a sequence number")
+    return int(text)

@@ -21,7 +21,8 @@ from redis.exceptions import ResponseError
 from ..commands import Outcome, refused
 from ..errors import LoadTestError
 from . import keys as K
-from .control_auth import sign_command
+from .auth import Secret
+from .control_auth import command_auth, command_bytes
 from .link import TRANSIENT, RedisGone, RedisLink
 from .protocol import ControlCommand, ControlReply, ManagerBeat, ProtocolError, as_text, decode
 
@@ -38,7 +39,7 @@ def _manager_alive(raw: object) -> bool:
 
 
 async def send_command(
-    link: RedisLink, gaggle: str, command: str, value: str | None, by: str, secret: str | None, timeout_s: float
+    link: RedisLink, gaggle: str, command: str, value: str | None, by: str, secret: Secret | None, timeout_s: float
 ) -> Outcome:
     """Send one checked command (``commands.check_command``) and return the Manager's answer."""
     keys = K.Keys(gaggle)
@@ -54,9 +55,10 @@ async def send_command(
         return refused(f"the run is already over ({reason or state})")
     if beat is None or not _manager_alive(beat):
         return refused(f"no live manager in gaggle {gaggle!r} on {link.safe_url}")
-    cmd = sign_command(ControlCommand(secrets.token_hex(8), command, value, by, link.now()), secret)
+    cmd = ControlCommand(secrets.token_hex(8), command, value, by, link.now())
+    signed = command_bytes(cmd, command_auth(secret, gaggle))
     async with link.client.pipeline(transaction=False) as p:
-        p.xadd(keys.commands, {b"cmd": cmd.to_bytes()}, maxlen=K.COMMANDS_MAXLEN, approximate=True)
+        p.xadd(keys.commands, {b"cmd": signed}, maxlen=K.COMMANDS_MAXLEN, approximate=True)
         p.expire(keys.commands, K.LONG_TTL_S)
         p.publish(keys.control, K.WAKE_COMMAND)
         await p.execute()
@@ -122,7 +124,7 @@ async def read_report(link: RedisLink, gaggle: str) -> bytes | None:
     return raw
 
 
-async def control(redis_url: str, gaggle: str, command: str, value: str | None, secret: str | None,
+async def control(redis_url: str, gaggle: str, command: str, value: str | None, secret: Secret | None,
                   timeout_s: float) -> Outcome:  # fmt: skip
     """``goose-redis control``: connect (within ``timeout_s``), send, wait for the answer
     (within ``timeout_s`` more). Redis trouble is a LoadTestError: one line, exit 1."""

@@ -19,9 +19,18 @@ from ..config import Config
 from ..logs import NOTICE
 from ..shape import Slot
 from . import keys as K
+from .auth import Auth
 from .ledger import WorkerLedger
 from .link import RedisLink
-from .protocol import Assignment, ProtocolError, Registration, as_text
+from .protocol import (
+    HEARTBEAT_FIELDS,
+    Assignment,
+    ProtocolError,
+    Registration,
+    Unauthenticated,
+    as_text,
+    read_heartbeat,
+)
 from .silence import Silence
 
 log = logging.getLogger("goose_redis.gaggle.manager")
@@ -43,6 +52,8 @@ class WorkerState:
     reported: tuple[int, int] = (0, 0)  # the Worker's own running totals
     active_users: int = 0
     silence: Silence = field(default_factory=lambda: Silence(cap_s=2 * K.POLL_S))
+    signed_hb: float = 0.0  # with a secret: the newest verified heartbeat time, and its state
+    signed_state: str = ""
 
     @property
     def holds_slot(self) -> bool:
@@ -68,8 +79,10 @@ class WorkerState:
 
 
 class Roster:
-    def __init__(self, config: Config, link: RedisLink, run_id: str, full_hash: str, peak_users: int) -> None:
+    def __init__(self, config: Config, link: RedisLink, run_id: str, full_hash: str, peak_users: int,
+                 auth: Auth | None = None) -> None:  # fmt: skip
         self.config = config
+        self.auth = auth or Auth(None, config.gaggle)
         self.link = link
         self.keys = K.Keys(config.gaggle)
         self.run_id = run_id
@@ -121,7 +134,9 @@ class Roster:
             if not is_alive:
                 continue
             try:
-                reg = Registration.from_bytes(raw)
+                reg = Registration.from_bytes(raw, self.auth, worker=wid, now=self.link.now())
+            except Unauthenticated:
+                continue  # counted, the first logged; not remembered: the real Worker may write its own next
             except ProtocolError as exc:
                 if wid not in self.bad:
                     self.bad.add(wid)
@@ -149,7 +164,7 @@ class Roster:
         w = WorkerState(wid, index, reg.host, Slot.of(index - 1, expect).count(self.peak_users))
         self.workers[wid] = w
         async with self.link.client.pipeline(transaction=False) as p:
-            p.set(self.keys.assign(wid), self.assignment(w).to_bytes(), ex=K.LONG_TTL_S)
+            p.set(self.keys.assign(wid), self.assignment(w).to_bytes(self.auth, worker=wid), ex=K.LONG_TTL_S)
             p.publish(self.keys.control, K.WAKE_ASSIGN)
             await p.execute()
         log.info("worker %d of %d connected from %s (%s)", w.index, expect, reg.host, wid)
@@ -159,14 +174,15 @@ class Roster:
         self.refused.add(wid)
         a = Assignment(self.run_id, 0, 0, 0, 0, None, 1.0, None, None, refuse=reason, clean=clean)
         async with self.link.client.pipeline(transaction=False) as p:
-            p.set(self.keys.assign(wid), a.to_bytes(), ex=K.LONG_TTL_S)
+            p.set(self.keys.assign(wid), a.to_bytes(self.auth, worker=wid), ex=K.LONG_TTL_S)
             p.publish(self.keys.control, K.WAKE_ASSIGN)
             await p.execute()
 
     async def scan_ready(self) -> None:
         ready = {as_text(m) for m in await self.link.client.smembers(self.keys.ready)}
         for w in self.by_index():
-            if w.id in ready and not w.ready:
+            # With a secret the set is not enough (anyone can SADD): the signed heartbeat must say so too.
+            if w.id in ready and not w.ready and (not self.auth.enabled or w.signed_state == "ready"):
                 w.ready = True
                 n = sum(1 for x in self.workers.values() if x.ready)
                 log.info("worker %d is ready (%d/%d)", w.index, n, self.config.expect_workers)
@@ -194,7 +210,7 @@ class Roster:
             return False
         now = time.monotonic()
         changed = False
-        for w, (hb, users) in zip(watched, self.heartbeat_rows(rows), strict=True):
+        for w, (hb, users) in zip(watched, self.heartbeat_rows(rows, watched), strict=True):
             try:
                 w.active_users = int(users) if users is not None else w.active_users
             except ValueError:
@@ -214,9 +230,31 @@ class Roster:
     async def _read_heartbeats(self, watched: list[WorkerState]) -> list[Any]:
         async with self.link.client.pipeline(transaction=False) as p:
             for w in watched:
-                p.hmget(self.keys.worker(w.id), ["hb", "users"])
+                p.hmget(self.keys.worker(w.id), list(HEARTBEAT_FIELDS))
             return list(await p.execute(raise_on_error=False))
 
-    def heartbeat_rows(self, rows: list[Any]) -> list[tuple[Any, Any]]:
-        """A refused read (a key of the wrong type) counts as no news, not as a crash."""
-        return [(r[0], r[1]) if isinstance(r, list) and len(r) == 2 else (None, None) for r in rows]
+    def heartbeat_rows(self, rows: list[Any], watched: list[WorkerState]) -> list[tuple[Any, Any]]:
+        """(hb, users) per Worker. A refused read (a key of the wrong type) counts as no news, not
+        as a crash; so does, with a secret, a heartbeat that is not signed or not newer than the
+        last one (replaying two old ones in turn must not keep a lost Worker alive)."""
+        out: list[tuple[Any, Any]] = []
+        for w, r in zip(watched, rows, strict=True):
+            if not (isinstance(r, list) and len(r) == len(HEARTBEAT_FIELDS)):
+                out.append((None, None))
+                continue
+            try:
+                got = read_heartbeat(self.auth, w.id, r)
+            except ProtocolError:  # Unauthenticated: counted, the first logged
+                out.append((None, None))
+                continue
+            if self.auth.enabled:
+                try:
+                    hb = float(got["hb"])
+                except (TypeError, ValueError):
+                    hb = 0.0
+                if hb > w.signed_hb:
+                    w.signed_hb, w.signed_state = hb, as_text(got["state"])
+                out.append((w.signed_hb or None, got["users"]))
+            else:
+                out.append((got["hb"], got["users"]))
+        return out

@@ -27,6 +27,7 @@ from ..shape import (
     with_users,
 )
 from . import keys as K
+from .auth import Auth
 from .link import RedisLink
 from .protocol import ShapeMessage
 
@@ -36,8 +37,9 @@ COMMANDS = ("users", "hatch-rate", "run-time", "throttle", "test-plan", "start",
 
 
 class Steering:
-    def __init__(self, link: RedisLink, keys: K.Keys, run_id: str, shape: Shape) -> None:
+    def __init__(self, link: RedisLink, keys: K.Keys, run_id: str, shape: Shape, auth: Auth | None = None) -> None:
         self.link = link
+        self.auth = auth  # signs the published shape (a gaggle with a secret)
         self.keys = keys
         self.run_id = run_id
         self.shape = shape
@@ -69,7 +71,7 @@ class Steering:
 
     async def publish(self) -> None:
         async with self.link.client.pipeline(transaction=False) as p:
-            p.set(self.keys.shape, self.message().to_bytes(), ex=K.LONG_TTL_S)
+            p.set(self.keys.shape, self.message().to_bytes(self.auth), ex=K.LONG_TTL_S)
             p.publish(self.keys.control, K.WAKE_SHAPE)
             await p.execute()
 

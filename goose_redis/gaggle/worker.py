@@ -29,9 +29,20 @@ from ..scenario import LoadTest, filter_scenarios
 from ..shape import IDLE, Slot
 from ..signals import install_stop_handlers
 from . import keys as K
+from .auth import REPLAYED, Auth, SecretCheck
 from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked
 from .outbox import Outbox, sketches_due
-from .protocol import Assignment, ManagerBeat, ProtocolError, Registration, ShapeMessage, StopRequest
+from .protocol import (
+    Assignment,
+    ManagerBeat,
+    ProtocolError,
+    Registration,
+    ShapeMessage,
+    StopRequest,
+    Unauthenticated,
+    read_run,
+    sign_heartbeat,
+)
 from .silence import Silence
 
 log = logging.getLogger("goose_redis.gaggle.worker")
@@ -52,7 +63,11 @@ class Worker:
         self.assignment: Assignment | None = None
         self.runner: Runner | None = None
         self.metrics = Metrics()
-        self.outbox = Outbox(link, self.keys, self.id, self.metrics)
+        self.auth = Auth(config.gaggle_secret, config.gaggle, log)  # no secret: signs nothing
+        self.secret_check = SecretCheck(self.auth, config.gaggle, config.manager_grace_s)
+        self.refused_by: str | None = None  # why this Worker cannot join (its secret does not match)
+        self.last_beat: dict[str, Any] = {"hb": 0.0, "users": 0}
+        self.outbox = Outbox(link, self.keys, self.id, self.metrics, self.auth)
         self.in_ramp = True
         self.stop_reason: str | None = None
         self.manager_silence = Silence(cap_s=2 * K.HEARTBEAT_S)
@@ -75,7 +90,8 @@ class Worker:
     # -- Redis writes -----------------------------------------------------
 
     def registration(self) -> bytes:
-        return Registration(self.id, self.host, os.getpid(), self.full_test.full_hash(), self.link.now()).to_bytes()
+        reg = Registration(self.id, self.host, os.getpid(), self.full_test.full_hash(), self.link.now())
+        return reg.to_bytes(self.auth, worker=self.id)
 
     async def beat(self) -> bool:
         """Heartbeat, and re-assert every fact this Worker owns (a restarted Redis forgets them)."""
@@ -91,9 +107,10 @@ class Worker:
             "failures": failures,
             "hb": self.link.now(),
         }
+        self.last_beat = {"hb": fields["hb"], "users": fields["users"]}
         async with self.link.client.pipeline(transaction=False) as p:
             p.set(k.heartbeat(self.id), self.link.now(), ex=K.HEARTBEAT_TTL_S)
-            p.hset(k.worker(self.id), mapping=fields)
+            p.hset(k.worker(self.id), mapping=sign_heartbeat(self.auth, self.id, fields))
             p.expire(k.worker(self.id), K.LONG_TTL_S)
             if self.state not in ("done", "exited"):
                 p.hset(k.workers, self.id, self.registration())
@@ -109,16 +126,26 @@ class Worker:
 
     def _on_manager_beat(self, raw: object) -> None:
         value = None
+        verified: bool | None = None
         if raw is not None:
             try:
-                beat = ManagerBeat.from_bytes(raw)
+                beat = ManagerBeat.from_bytes(raw, self.auth)
+            except Unauthenticated:
+                verified = False
             except ProtocolError as exc:
                 self._warn_once("beat", "ignoring a malformed manager heartbeat: %s", exc)
             else:
+                verified = True
                 if self.assignment is None or beat.run_id == self.assignment.run_id:
                     value = beat.at
                     self.manager_seen = True
         self.manager_silence.observe(value, time.monotonic())
+        if self.assignment is None and self.refused_by is None:  # say so and exit rather than wait for ever
+            self.refused_by = self.secret_check.observe(verified, time.monotonic())
+            if self.refused_by is not None:
+                log.error("%s", self.refused_by)
+                self.local_stop.set()
+                self.wake.event.set()
 
     def _warn_once(self, what: str, msg: str, *args: Any) -> None:
         if what not in self.bad_logged:  # junk stays where it is: say so once, not every poll
@@ -155,6 +182,7 @@ class Worker:
             if self.request_log is not None:
                 self.request_log.close()
             self.event_logs.close()
+            self.auth.refusals.log_summary()
 
     async def register(self) -> None:
         async with self.link.client.pipeline(transaction=False) as p:
@@ -171,7 +199,10 @@ class Worker:
                 p.hdel(self.keys.workers, self.id)
                 p.delete(self.keys.heartbeat(self.id))
                 p.srem(self.keys.ready, self.id)
-                p.hset(self.keys.worker(self.id), "state", self.state)
+                last: dict[Any, Any] = {"state": self.state}
+                if self.auth.enabled:  # re-signed: our last word must not read as a forgery
+                    last = sign_heartbeat(self.auth, self.id, {**self.last_beat, "state": self.state})
+                p.hset(self.keys.worker(self.id), mapping=last)
                 await p.execute(raise_on_error=False)
 
         try:
@@ -208,7 +239,9 @@ class Worker:
         if raw is None:
             return None
         try:
-            return Assignment.from_bytes(raw)
+            return Assignment.from_bytes(raw, self.auth, worker=self.id)
+        except Unauthenticated:
+            return None  # counted, the first logged: keep waiting for the Manager's own
         except ProtocolError as exc:
             self._warn_once("assign", "ignoring a malformed assignment: %s", exc)
             return None
@@ -231,7 +264,7 @@ class Worker:
                 log.log(NOTICE, "no manager in gaggle %r yet; waiting for it", self.config.gaggle)
                 waiting_logged = True
             await self.wake.wait(K.POLL_S)
-        return EXIT_OK
+        return EXIT_ERROR if self.refused_by else EXIT_OK
 
     def _accept(self, a: Assignment) -> None:
         self.assignment = a
@@ -255,19 +288,32 @@ class Worker:
 
     async def _read_run(self) -> dict[Any, Any] | None:
         run = await self.link.attempt("reading the run state", lambda: self.link.client.hgetall(self.keys.run))
-        return run if isinstance(run, dict) else None
+        if not isinstance(run, dict):
+            return None
+        try:  # with a secret: only the fields the Manager signed for our run
+            return dict(read_run(self.auth, run, self.assignment.run_id if self.assignment else None))
+        except Unauthenticated:
+            return None
 
     async def _read_shape(self) -> ShapeMessage | None:
         raw = await self.link.attempt("reading the shape", lambda: self.link.client.get(self.keys.shape))
         if raw is None:
             return None
         try:
-            msg = ShapeMessage.from_bytes(raw)
+            msg = ShapeMessage.from_bytes(raw, self.auth)
+        except Unauthenticated:
+            return None
         except ProtocolError as exc:
             self._warn_once("shape", "ignoring a malformed shape: %s", exc)
             return None
         assert self.assignment is not None
-        return msg if msg.run_id == self.assignment.run_id else None
+        if msg.run_id != self.assignment.run_id:
+            return None
+        if msg.epoch < self.shape_epoch and self.auth.enabled:  # signed, but passed: an old shape replayed
+            self.auth.refuse("ShapeMessage", REPLAYED, f"epoch {msg.epoch}, and this worker follows epoch "
+                             f"{self.shape_epoch}", raw)  # fmt: skip
+            return None
+        return msg
 
     def _slot_of(self, msg: ShapeMessage) -> Slot:
         try:
@@ -277,7 +323,7 @@ class Worker:
 
     async def _wait_for_start(self) -> int | None:
         assert self.assignment is not None
-        await self.link.attempt("joining the barrier", lambda: self.link.client.sadd(self.keys.ready, self.id))
+        await self.link.attempt("joining the barrier", self.beat)  # SADD ready, and the (signed) state "ready"
         await self.link.attempt(
             "waking the manager", lambda: self.link.client.publish(self.keys.control, K.WAKE_REGISTER)
         )
@@ -369,15 +415,16 @@ class Worker:
         return "ramp" if self.in_ramp and shape is not None and shape.reset_s is not None else "steady"
 
     async def _request_stop(self, reason: str) -> None:
-        msg = StopRequest(self.label, reason, self.link.now())
+        run = self.assignment.run_id if self.assignment else ""
+        msg = StopRequest(self.label, reason, self.link.now()).to_bytes(self.auth, run_id=run)
 
         async def tell() -> None:
             c = self.link.client
-            if not await c.set(self.keys.stop, msg.to_bytes(), nx=True, ex=K.LONG_TTL_S):
-                try:  # the first stop request wins, but junk in its place must not silence ours
-                    StopRequest.from_bytes(await c.get(self.keys.stop))
+            if not await c.set(self.keys.stop, msg, nx=True, ex=K.LONG_TTL_S):
+                try:  # the first stop request wins, but junk (or a forgery) in its place must not silence ours
+                    StopRequest.from_bytes(await c.get(self.keys.stop), self.auth, run_id=run, now=self.link.now())
                 except ProtocolError:
-                    await c.set(self.keys.stop, msg.to_bytes(), ex=K.LONG_TTL_S)
+                    await c.set(self.keys.stop, msg, ex=K.LONG_TTL_S)
             await c.publish(self.keys.control, K.WAKE_EXIT)
 
         await self.link.attempt("asking the gaggle to stop", tell)
@@ -401,7 +448,10 @@ class Worker:
             stop_raw = await self.link.attempt("reading stop requests", lambda: self.link.client.get(self.keys.stop))
             if stop_raw is not None:
                 try:
-                    req = StopRequest.from_bytes(stop_raw)
+                    req = StopRequest.from_bytes(stop_raw, self.auth, run_id=self.assignment.run_id,
+                                                 now=self.link.now())  # fmt: skip
+                except Unauthenticated:
+                    pass  # counted, the first logged
                 except ProtocolError as exc:
                     self._warn_once("stop", "ignoring a malformed stop request: %s", exc)
                 else:

@@ -89,8 +89,10 @@ def compose_config(
     env: Mapping[str, str] | None = None,
     compose_file: Path = COMPOSE_FILE,
     tool: ComposeTool | None = None,
+    env_file: Path | None = None,
 ) -> dict[str, Any]:
-    """The normalised compose document for `compose_file` under exactly `env`.
+    """The normalised compose document for `compose_file` under exactly `env`, and the
+    variables of `env_file` (`--env-file`; none by default).
 
     Raises LookupError when no compose implementation is installed and ComposeError
     when the tool rejects the file.
@@ -98,9 +100,9 @@ def compose_config(
     tool = tool or find_compose()
     if tool is None:
         raise LookupError("no compose implementation (docker compose v2 or docker-compose)")
-    # An empty --env-file so a stray .env beside compose.yaml cannot leak in.
+    # An empty --env-file so a stray .env (or goose.env) beside compose.yaml cannot leak in.
     with tempfile.NamedTemporaryFile("w", suffix=".env") as empty_env:
-        argv = [*tool.argv, "--env-file", empty_env.name, "-f", str(compose_file), "config"]
+        argv = [*tool.argv, "--env-file", str(env_file or empty_env.name), "-f", str(compose_file), "config"]
         if tool.json_output:
             argv += ["--format", "json"]
         proc = subprocess.run(
@@ -195,9 +197,10 @@ def services(
     env: Mapping[str, str] | None = None,
     compose_file: Path = COMPOSE_FILE,
     tool: ComposeTool | None = None,
+    env_file: Path | None = None,
 ) -> dict[str, ServiceSpec]:
     """Every service of `compose_file` under `env`: argv (entrypoint + command) and environment."""
-    doc = compose_config(env, compose_file, tool)
+    doc = compose_config(env, compose_file, tool, env_file)
     out: dict[str, ServiceSpec] = {}
     for name, service in (doc.get("services") or {}).items():
         argv = _entrypoint(service, compose_file.parent) + _as_args(service.get("command"))
