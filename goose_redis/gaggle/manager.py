@@ -88,6 +88,7 @@ class Manager:
             "hash": self.roster.full_hash,
             "started_at": self.started_at or "",
             "stop_reason": self.stop_reason,
+            "epoch": self.steering.epoch,  # Workers read the (large) shape key only when this grows
             "updated_at": self.link.now(),
         }
         async with self.link.client.pipeline(transaction=False) as p:

@@ -65,6 +65,7 @@ class Steering:
     async def publish(self) -> None:
         async with self.link.client.pipeline(transaction=False) as p:
             p.set(self.keys.shape, self.message().to_bytes(), ex=K.LONG_TTL_S)
+            p.hset(self.keys.run, "epoch", self.epoch)  # after the shape: an epoch seen is one readable
             p.publish(self.keys.control, K.WAKE_SHAPE)
             await p.execute()
 
