@@ -131,13 +131,18 @@ def test_a_signed_gaggle_refuses_forgeries_and_replays(
     hammer(lambda: r.hset(gaggle.key("run"), mapping={"state": "stopping", "stop_reason": "forged"}),
            on_both("refused an unauthenticated run state"), "the workers to refuse the run state")  # fmt: skip
 
-    # A shape that gives both Workers' users away, and the real shape of epoch 0, replayed.
+    # A shape that gives both Workers' users away, and the real shape of epoch 0, replayed. A
+    # Worker reads the shape key only when the (signed) run state names a newer epoch, so these
+    # are not even read; if one is (the run state forged a moment before), it is refused.
     started = float(r.hget(gaggle.key("run"), "started_at"))
     forged_shape = ShapeMessage.of(run_id, 99, started, simple(4, 0.02, 1.0), []).to_bytes()
-    hammer(lambda: r.set(gaggle.key("shape"), forged_shape), on_both("refused an unauthenticated shape"),
-           "the workers to refuse the forged shape")  # fmt: skip
-    hammer(lambda: r.set(gaggle.key("shape"), waiting_shape), on_both("refused a replayed shape"),
-           "the workers to refuse the replayed shape")  # fmt: skip
+    for shape in (forged_shape, waiting_shape):
+        for _ in range(10):
+            r.set(gaggle.key("shape"), shape)
+            r.publish(gaggle.key("control"), "shape")
+            time.sleep(0.2)
+    users_now = fresh_target.total()
+    fresh_target.wait_for_hits(users_now + 20, timeout=10)  # both Workers' users still at work
 
     # Acknowledgements far ahead (a Worker would drop its unsent deltas) and a manager heartbeat.
     hammer(lambda: r.hset(gaggle.key("acks"), mapping={wid: "999999" for wid in ids}),
@@ -166,10 +171,12 @@ def test_a_signed_gaggle_refuses_forgeries_and_replays(
                                       "unauthenticated metrics entry"}, manager.output()  # fmt: skip
     assert "refused 2 unauthenticated metrics entries (logged once)" in log
     for w in workers:
-        for what in ("stop request", "run state", "shape", "acknowledgement", "manager heartbeat"):
+        for what in ("stop request", "run state", "acknowledgement", "manager heartbeat"):
             assert count(w, f"refused an unauthenticated {what}:") == 1, (what, w.output())
-        assert count(w, "refused a replayed shape") == 1, w.output()
-        assert len(refusal_kinds(w)) == 6, w.output()
+        assert count(w, "refused an unauthenticated shape:") <= 1 and count(w, "refused a replayed shape") <= 1
+        kinds = {"unauthenticated stop request", "unauthenticated run state", "unauthenticated acknowledgement",
+                 "unauthenticated manager heartbeat"}  # fmt: skip
+        assert kinds <= refusal_kinds(w) <= kinds | {"unauthenticated shape", "replayed shape"}, w.output()
         assert "received EXIT (run time elapsed)" in w.stderr.text()
         assert "epoch 99" not in w.stderr.text()
     report = gaggle.report()

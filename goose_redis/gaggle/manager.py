@@ -51,6 +51,7 @@ class Manager:
         self.auth = Auth(config.gaggle_secret, config.gaggle, log)  # no secret: signs nothing
         self.roster = Roster(config, link, self.run_id, load_test.full_hash(), shape.peak, self.auth)
         self.steering = Steering(link, self.keys, self.run_id, shape, self.auth)
+        self.steering.write_run = self.write_state  # a published shape's epoch goes into the (signed) run hash
         self.merger = Merger(link, self.roster, self.run_id, lambda: self.steering.started_at)
         self.state = K.WAITING
         self.stopping_at: float | None = None
@@ -92,6 +93,7 @@ class Manager:
             "hash": self.roster.full_hash,
             "started_at": self.started_at or "",
             "stop_reason": self.stop_reason,
+            "epoch": self.steering.epoch,  # Workers read the (large) shape key only when this grows
             "updated_at": self.link.now(),
         }
         async with self.link.client.pipeline(transaction=False) as p:

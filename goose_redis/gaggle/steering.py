@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..durations import parse_duration
@@ -47,6 +48,7 @@ class Steering:
         self.started_at: float | None = None  # gaggle clock
         self.slots: list[str] = []
         self.cause = ""  # why the shape last changed, for the Workers' logs
+        self.write_run: Callable[[], Awaitable[None]] | None = None  # the Manager's write_state
 
     def elapsed(self) -> float:
         """Seconds since the gaggle started (0 before)."""
@@ -70,10 +72,13 @@ class Steering:
         self.cause = cause
 
     async def publish(self) -> None:
-        async with self.link.client.pipeline(transaction=False) as p:
-            p.set(self.keys.shape, self.message().to_bytes(self.auth), ex=K.LONG_TTL_S)
-            p.publish(self.keys.control, K.WAKE_SHAPE)
-            await p.execute()
+        """The shape, then the run state naming its epoch (Workers read the large shape key only
+        when that grows; the Manager's ``write_state`` writes it, signed with the rest of the run
+        hash in a gaggle with a secret), then the wake-up: a Worker woken sees both."""
+        await self.link.client.set(self.keys.shape, self.message().to_bytes(self.auth), ex=K.LONG_TTL_S)
+        if self.write_run is not None:
+            await self.write_run()
+        await self.link.client.publish(self.keys.control, K.WAKE_SHAPE)
 
     def apply(self, command: str, value: str | None, by: str = "") -> str:
         """Change the shape for a control command; return what changed, in words.

@@ -361,7 +361,17 @@ class Worker:
             self.shape_cause = msg.cause
             log.log(NOTICE, "starting as steered before the start: %s", msg.cause)
 
-    async def _follow_shape(self) -> None:
+    def _shape_unchanged(self, run: dict[Any, Any] | None) -> bool:
+        """The run hash names the shape's epoch. The shape lists every Worker, so reading it
+        on every poll would cost Redis workers x workers bytes a second: read it when it changed."""
+        try:
+            return run is not None and int(run[b"epoch"]) <= self.shape_epoch
+        except (KeyError, ValueError):
+            return False  # a Manager that does not write it: read the shape as before
+
+    async def _follow_shape(self, run: dict[Any, Any] | None) -> None:
+        if self._shape_unchanged(run):
+            return
         msg = await self._read_shape()
         if msg is None or msg.epoch <= self.shape_epoch or self.runner is None:
             return
@@ -438,8 +448,8 @@ class Worker:
             if self._manager_missing():
                 runner.stop("manager went away")
                 return
-            await self._follow_shape()
             run = await self._read_run()
+            await self._follow_shape(run)
             if run and run.get(b"state", b"").decode(errors="replace") in (K.STOPPING, K.DONE):
                 reason = run.get(b"stop_reason", b"").decode(errors="replace") or "the manager"
                 log.log(NOTICE, "received EXIT (%s)", reason)
