@@ -154,6 +154,7 @@ def demo_command(**raw: Any) -> None:
         site, url = await start_demo_site("127.0.0.1", 0)
         try:
             raw["host"] = url if raw.get("host") is None else raw["host"]
+            raw["file"] = str(EXAMPLE_FILE)  # where --processes children load the example from
             config, load_test = prepare(raw, scenarios)
             if listed_or_checked(config, load_test):
                 return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from .arrival import ArrivalPlan
 from .errors import InvalidOption
-from .outputs import check_distinct, check_output
+from .outputs import check_distinct, check_output, per_process
 from .report.writers import report_files, report_format
 from .shape import Segment, Shape, planned, simple
 from .shaping import read_arrival, read_shaping
@@ -28,6 +28,7 @@ from .validate import (
     duration,
     gaggle_name,
     positive_number,
+    processes,
     redact_url,
     validate_host,
     validate_redis_url,
@@ -100,6 +101,8 @@ class Config:
     transaction_log: str | None = None
     scenario_log: str | None = None
     error_log: str | None = None
+    processes: int = 1  # --processes: child engines of this run on this host (procgroup.py)
+    file: str | None = None  # -f: where child processes load the load test from (None: the main module)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -135,8 +138,9 @@ LOG_OPTIONS = (
 )
 
 
-def check_outputs(raw: dict[str, Any], reports: tuple[str, ...]) -> None:
-    """Every output file can be written, and no two share a file (nor overwrite the load test)."""
+def check_outputs(raw: dict[str, Any], reports: tuple[str, ...], processes: int = 1) -> None:
+    """Every output file can be written, and no two share a file (nor overwrite the load test).
+    With ``processes`` > 1 each log is one file per process (``outputs.per_process``)."""
     for path in reports:
         report_format(path)  # every format first: the first error is the clearest
     outputs = [("--report-file", path, file) for path in reports for file in report_files(path)]
@@ -148,7 +152,7 @@ def check_outputs(raw: dict[str, Any], reports: tuple[str, ...]) -> None:
             raise InvalidOption(
                 option, log_path, f"The Manager runs no users: give {option} to each Worker (each writes its own)."
             )
-        outputs.append((option, str(log_path), str(log_path)))
+        outputs += [(option, str(log_path), file) for file in per_process(str(log_path), processes)]
     for option, path, file in outputs:
         check_output(option, path, file)
     # Inputs no output may overwrite: the -f file, and the program itself (``python my_test.py``).
@@ -272,7 +276,8 @@ def build_config(
     final_wait = duration("--final-wait", raw["final_wait"]) if _given(raw, "final_wait") else 30.0
     redis_timeout = duration("--redis-timeout", raw["redis_timeout"]) if _given(raw, "redis_timeout") else 60.0
     thresholds, threshold_abort, threshold_grace = _thresholds(raw, row_names)
-    check_outputs(raw, reports)  # last: the only check that touches the file system
+    procs = _processes(raw, manager)
+    check_outputs(raw, reports, procs)  # last: the only check that touches the file system
 
     return Config(
         users=users,
@@ -311,7 +316,19 @@ def build_config(
         transaction_log=raw.get("transaction_log") or None,
         scenario_log=raw.get("scenario_log") or None,
         error_log=raw.get("error_log") or None,
+        processes=procs,
+        file=str(raw["file"]) if raw.get("file") else None,
     )
+
+
+def _processes(raw: dict[str, Any], manager: bool) -> int:
+    if raw.get("processes") is None:
+        return 1
+    if manager:
+        raise InvalidOption(
+            "--processes", raw["processes"], "The Manager runs no users: give --processes to each Worker."
+        )
+    return processes("--processes", raw["processes"])
 
 
 DEFAULT_STATUS_TIMEOUT_S = 3.0

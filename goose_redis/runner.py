@@ -185,8 +185,13 @@ class Runner:
                     self._ramp_done(now, on_reset)
                 else:
                     deadlines.append(shape.reset_s)
-            elif self.ramp_done_at is None and shape.segments and t >= shape.segments[0].finish - EPS and not behind:
-                self.ramp_done_at = now  # no metrics reset (a test plan): the phase still ends
+            elif self.ramp_done_at is None and shape.segments and not behind:
+                # No metrics reset (a test plan): the phase still ends with the first segment, even
+                # when the slot's own last launch came earlier.
+                if horizon >= shape.segments[0].finish - EPS:
+                    self.ramp_done_at = now
+                else:
+                    deadlines.append(shape.segments[0].finish)
             if self.options.own_end and shape.end_s is not None:
                 if t >= shape.end_s - EPS:
                     self.stop("run time elapsed")
