@@ -36,6 +36,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -92,6 +93,7 @@ class Run:
     drift_ms: list[float]  # per user: first request - planned launch
     launched: int  # users that sent a request
     peak_kb: int  # the sum over the process tree of each process's peak RSS
+    cpu_s: float  # CPU time of the run and its child processes
     requests: int
 
 
@@ -107,10 +109,16 @@ def run_once(workdir: Path, url: str, users: int, rate: float, processes: int) -
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir)
     peaks: dict[int, int] = {}
-    while proc.poll() is None:
+    while True:
         for p in tree(proc.pid):
             peaks[p] = max(peaks.get(p, 0), hwm_kb(p))
-        time.sleep(0.1)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.05)
+    # wait4 counts the process and the children it reaped (the --processes children).
+    cpu = usage.ru_utime + usage.ru_stime
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"the run failed ({proc.returncode}): {proc.stderr.read().decode() if proc.stderr else ''}")
     data = json.loads(report.read_text())
@@ -124,8 +132,14 @@ def run_once(workdir: Path, url: str, users: int, rate: float, processes: int) -
             first[user] = min(first.get(user, float("inf")), float(entry["started_at"]))
     interval = 1.0 / rate
     drift = sorted((t - (start + u * interval)) * 1000.0 for u, t in first.items())
-    return Run(users, rate, float(ramp["duration_s"]), drift, len(first), sum(peaks.values()),
+    return Run(users, rate, float(ramp["duration_s"]), drift, len(first), sum(peaks.values()), cpu,
                int(data["aggregated"]["count"]))  # fmt: skip
+
+
+def accepts(url: str) -> int:
+    """Connections nginx has accepted so far (``stub_status``)."""
+    with urllib.request.urlopen(f"{url}/nginx_status", timeout=5) as r:
+        return int(r.read().decode().splitlines()[2].split()[0])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -144,9 +158,9 @@ def main() -> None:
         f"{args.users:,} users at {args.rate:,.0f}/s on {args.processes} process(es); the plan's last launch at "
         f"{plan_s:.4f} s",
         "",
-        f"| round | users launched | ramp-up ended (plan {plan_s:.4f} s) | drift median | p95 | max | peak RSS MB "
-        "| baseline (1 user) MB | per user |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| round | users launched | ramp-up ended (plan {plan_s:.4f} s) | drift median | p95 | max | connections "
+        "| CPU per user | peak RSS MB | baseline (1 user) MB | RSS per user |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:
         workdir = Path(tmp)
@@ -154,14 +168,18 @@ def main() -> None:
         try:
             for rnd in range(args.rounds):
                 print(f"round {rnd + 1}: {args.users} users ...", file=sys.stderr, flush=True)
+                before = accepts(nginx.url)
                 big = run_once(workdir, nginx.url, args.users, args.rate, args.processes)
+                opened = accepts(nginx.url) - before - 1
                 base = run_once(workdir, nginx.url, 1, args.rate, args.processes)
-                per_user = (big.peak_kb - base.peak_kb) * 1024 / max(1, args.users - 1)
+                n = max(1, args.users - 1)
+                per_user = (big.peak_kb - base.peak_kb) * 1024 / n
+                cpu_us = (big.cpu_s - base.cpu_s) * 1e6 / n
                 d = big.drift_ms
                 rows.append(
                     f"| {rnd + 1} | {big.launched:,} | {big.ramp_s:.3f} s | {statistics.median(d):.0f} ms "
-                    f"| {pct(d, 0.95):.0f} ms | {d[-1]:.0f} ms | {big.peak_kb / 1024:.0f} | {base.peak_kb / 1024:.0f} "
-                    f"| {per_user / 1024:.1f} KB |"
+                    f"| {pct(d, 0.95):.0f} ms | {d[-1]:.0f} ms | {opened:,} | {cpu_us:.0f} µs "
+                    f"| {big.peak_kb / 1024:.0f} | {base.peak_kb / 1024:.0f} | {per_user / 1024:.1f} KB |"
                 )
                 print(rows[-1], file=sys.stderr, flush=True)
         finally:
