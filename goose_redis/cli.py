@@ -308,6 +308,8 @@ def entrypoint(argv: Sequence[str] | None = None) -> None:
 
 def main(scenarios: Sequence[Scenario] | None = None, argv: Sequence[str] | None = None) -> None:
     """Make a load-test file its own program: ``python my_test.py --host ... -u 8``."""
+    if sys._getframe(1).f_globals.get("__name__") == "__mp_main__":
+        return  # a --processes child imports the program again: its parent runs the test, not this call
     if scenarios is None:
         scenarios = scenarios_of(sys.modules["__main__"])
     args = list(sys.argv[1:] if argv is None else argv)

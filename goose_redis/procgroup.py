@@ -184,6 +184,7 @@ class ProcessGroup:
         if failed is not None:
             await self._abandon()
             why = failed.error or f"it exited with code {failed.process.exitcode}"
+
             raise LoadTestError(f"process {failed.index + 1} of {self.count} could not start: {why}")
 
     async def run(self, start_at: float, on_reset: Callable[[], None] | None = None,
@@ -224,6 +225,11 @@ class ProcessGroup:
             except (EOFError, OSError):
                 child.process.join(5.0)  # reaped: its exit code says how it ended
                 message = None
+            except Exception:  # not a message of ours: that child can not be followed any more
+                log.exception("process %d sent something unreadable: stopping it", child.index + 1)
+                child.process.kill()
+                child.process.join(5.0)
+                message = None
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
                 loop.call_soon_threadsafe(self._on_message, child, message)
             if message is None:
@@ -254,7 +260,7 @@ class ProcessGroup:
         if child.ended:
             return
         child.ended = True
-        if not child.ready or not self._running:
+        if not child.ready:
             return  # a start-up failure: spawn() reports it
         code = child.process.exitcode
         how = f"killed by signal {-code}" if isinstance(code, int) and code < 0 else f"exit code {code}"

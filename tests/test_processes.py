@@ -152,6 +152,13 @@ def test_a_program_that_runs_itself_and_the_demo_load_their_test_in_each_process
     assert report_of(out)["aggregated"]["count"] == target.completed_total() > 0
     assert len(users_by_pid(target)) == 2
 
+    target.reset()  # a program that calls main() unguarded: in a child, that call does nothing
+    program.write_text(runnable(LOAD_TEST.format(wait=(0.02, 0.02))) + "\nmain()\n")
+    done = _run_program(program, args)
+    assert done.returncode == 0, done.stderr
+    assert report_of(out)["aggregated"]["count"] == target.completed_total() > 0
+    assert len(users_by_pid(target)) == 2 and "Traceback" not in done.stderr
+
     demo = run_cli(["demo", "-u", "4", "-t", "3s", "--processes", "2", "--report-file", str(out), "-q"], timeout=90)
     assert demo.returncode == 0, demo.stderr
     assert report_of(out)["aggregated"]["count"] > 0
@@ -204,6 +211,35 @@ def test_a_worker_with_two_processes_in_a_gaggle_of_two(
     assert len(report["workers"]) == 2  # one Worker per host, whatever its processes
     assert sorted(sorted(u) for u in users_by_pid(target).values()) == [[0, 4], [1, 5], [2, 6], [3, 7]]
     assert max(p["users"] for p in report["series"]["points"]) == 8
+
+
+def test_a_worker_with_two_processes_takes_over_a_lost_workers_users(
+    procs: ProcessTracker, redis_url: str, tmp_path: Path, target: CountingTarget
+) -> None:
+    """A new shape reaches a Worker's processes: when the other Worker is lost, the Manager
+    re-splits, and the two processes of the one left run all six users between them."""
+    load_test, out = write(tmp_path), tmp_path / "report.json"
+    manager = procs.start(["-f", str(load_test), "--manager", "--expect-workers", "2", "--host", target.url,
+                           "--redis-url", redis_url, "-u", "6", "-r", "100", "-t", "60s", "--report-file", str(out),
+                           "-v"])  # fmt: skip
+    manager.stderr.wait_for("waiting for 2 workers", 20)
+    multi = procs.start(["-f", str(load_test), "--worker", "--redis-url", redis_url, "--processes", "2", "-v"])
+    single = procs.start(["-f", str(load_test), "--worker", "--redis-url", redis_url, "-v"])
+    pids = child_pids(multi, 2)  # a Worker starts its processes with the run
+    target.wait_for_hits(100, timeout=30)
+    single.signal_group(signal.SIGKILL)
+    single.wait(10)
+    manager.stderr.wait_for("users re-split over 1 worker", 30)
+    resplit = time.time()
+    wait_until(lambda: time.time() > resplit + 2.0, 10, "2 s after the re-split")
+    later: dict[int, set[int]] = {}
+    for s in sent_requests(target):
+        if s.at > resplit + 1.0:
+            later.setdefault(s.pid, set()).add(s.user)
+    assert later == {pids[0]: {0, 2, 4}, pids[1]: {1, 3, 5}}, later
+    manager.send_signal(signal.SIGINT)
+    assert manager.wait(40) == 3, manager.output()  # the lost Worker's last deltas are missing
+    assert multi.wait(30) == 0, multi.output()
 
 
 def test_a_process_killed_is_reported_and_the_others_go_on(
