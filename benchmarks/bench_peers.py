@@ -15,6 +15,7 @@ What runs:
   ============  =========================================================================
   goose         goose-redis through its real CLI, all metrics on, default event loop
   goose-asyncio the same with ``GOOSE_EVENT_LOOP=asyncio``
+  goose-2p      goose-redis with ``--processes 2`` (give ``--gen-cores 0,1`` to let it use both)
   locust        Locust ``FastHttpUser``, headless, in a venv of its own under ``--cache``
   aiohttp       a bare aiohttp loop (one session, N tasks), asyncio event loop
   aiohttp-uvloop  the same on uvloop
@@ -196,7 +197,7 @@ class Nginx:
 # -- generators ----------------------------------------------------------------------------
 
 
-def pin(core: int | None) -> list[str]:
+def pin(core: int | str | None) -> list[str]:
     return [] if core is None else ["taskset", "-c", str(core)]
 
 
@@ -219,12 +220,13 @@ class Generator:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def goose_cmd(url: str, users: int, seconds: float, workdir: Path) -> list[str]:
+def goose_cmd(url: str, users: int, seconds: float, workdir: Path, processes: int = 1) -> list[str]:
     lt = workdir / "bench_goose.py"
     lt.write_text(GOOSE_LOAD_TEST)
     return [
         sys.executable, "-m", "goose_redis", "-f", str(lt), "--host", url, "-u", str(users), "-r", "1000",
         "-t", f"{seconds:.0f}s", "-q", "--report-file", str(workdir / "goose-report.json"),
+        "--processes", str(processes),
     ]  # fmt: skip
 
 
@@ -247,6 +249,8 @@ def generators(cache: Path) -> list[Generator]:
         Generator("goose", "goose-redis (all metrics, default loop)", goose_cmd),
         Generator("goose-asyncio", "goose-redis (all metrics, asyncio loop)", goose_cmd,
                   {"GOOSE_EVENT_LOOP": "asyncio"}),  # fmt: skip
+        Generator("goose-2p", "goose-redis --processes 2 (all metrics, default loop)",
+                  lambda url, users, seconds, workdir: goose_cmd(url, users, seconds, workdir, 2)),  # fmt: skip
         Generator("locust", "Locust FastHttpUser", locust_cmd),
         Generator("aiohttp", "bare aiohttp loop (asyncio)", aiohttp_cmd("asyncio")),
         Generator("aiohttp-uvloop", "bare aiohttp loop (uvloop)", aiohttp_cmd("uvloop")),
@@ -271,10 +275,19 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Each process's peak resident memory (VmHWM), added up over ``pid`` and its descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 @dataclass
@@ -297,7 +310,7 @@ def measure(gen: Generator, nginx: Nginx, args: argparse.Namespace, workdir: Pat
     total = args.warmup + args.seconds + 3  # the generator outlives the window
     env = dict(os.environ, **gen.env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    cmd = pin(args.gen_core) + gen.command(nginx.url, args.users, total, workdir)
+    cmd = pin(args.gen_cores or args.gen_core) + gen.command(nginx.url, args.users, total, workdir)
     log = open(workdir / f"{gen.name}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True, cwd=workdir)
     try:
@@ -336,7 +349,8 @@ def table(results: dict[str, list[Result]], gens: list[Generator], args: argpars
     base = statistics.median(r.per_cpu for r in locust) if locust else None
     lines = [
         f"{args.users} users/connections, no wait; nginx on core {args.target_core}, generator on core "
-        f"{args.gen_core}; {args.rounds} round(s) of {args.seconds:.0f} s after {args.warmup:.0f} s warm-up; "
+        f"{args.gen_cores or args.gen_core}; {args.rounds} round(s) of {args.seconds:.0f} s after "
+        f"{args.warmup:.0f} s warm-up; "
         "median (min-max) when several rounds",
         "",
         "| generator | requests/s (nginx) | requests per CPU-second | CPU of its core | x Locust per CPU-s"
@@ -364,14 +378,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds before the window (start-up, ramp-up)")
     ap.add_argument("-u", "--users", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=1, help="run every generator this many times, interleaved")
-    ap.add_argument("--only", help="comma-separated generator names: goose, goose-asyncio, locust, aiohttp, "
-                    "aiohttp-uvloop, wrk")  # fmt: skip
+    ap.add_argument("--only", help="comma-separated generator names: goose, goose-asyncio, goose-2p, locust, "
+                    "aiohttp, aiohttp-uvloop, wrk")  # fmt: skip
     ap.add_argument("--target-core", type=int, default=cores[0])
     ap.add_argument("--gen-core", type=int, default=cores[-1] if len(cores) > 1 else cores[0])
+    ap.add_argument("--gen-cores", help="pin the generators to these cores instead (taskset list, e.g. 0,1): "
+                    "for goose-2p beside goose on a 2-core machine")  # fmt: skip
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where Locust's venv lives")
     ap.add_argument("--nginx-only", action="store_true", help="start the target, print its URL, serve until Ctrl-C")
     args = ap.parse_args()
-    if args.target_core == args.gen_core:
+    if args.target_core == args.gen_core and not args.gen_cores:
         print("warning: target and generator share a core; the figures are not per core", file=sys.stderr)
 
     gens = generators(args.cache)

@@ -154,6 +154,7 @@ def demo_command(**raw: Any) -> None:
         site, url = await start_demo_site("127.0.0.1", 0)
         try:
             raw["host"] = url if raw.get("host") is None else raw["host"]
+            raw["file"] = str(EXAMPLE_FILE)  # where --processes children load the example from
             config, load_test = prepare(raw, scenarios)
             if listed_or_checked(config, load_test):
                 return 0
@@ -362,6 +363,8 @@ def entrypoint(argv: Sequence[str] | None = None) -> None:
 
 def main(scenarios: Sequence[Scenario] | None = None, argv: Sequence[str] | None = None) -> None:
     """Make a load-test file its own program: ``python my_test.py --host ... -u 8``."""
+    if sys._getframe(1).f_globals.get("__name__") == "__mp_main__":
+        return  # a --processes child imports the program again: its parent runs the test, not this call
     if scenarios is None:
         scenarios = scenarios_of(sys.modules["__main__"])
     args = list(sys.argv[1:] if argv is None else argv)

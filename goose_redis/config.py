@@ -16,7 +16,7 @@ from typing import Any
 from .arrival import ArrivalPlan
 from .errors import InvalidOption
 from .gaggle.auth import MAX_SECRET_BYTES, MIN_SECRET_BYTES, Secret
-from .outputs import check_distinct, check_output
+from .outputs import check_distinct, check_output, per_process
 from .report.writers import report_files, report_format
 from .shape import Segment, Shape, planned, simple
 from .shaping import read_arrival, read_shaping
@@ -30,6 +30,7 @@ from .validate import (
     duration,
     gaggle_name,
     positive_number,
+    processes,
     redact_url,
     validate_host,
     validate_redis_url,
@@ -106,6 +107,8 @@ class Config:
     controller_port: int | None = None  # standalone: serve the dashboard and its API here
     controller_bind: str = "127.0.0.1"
     gaggle_secret: Secret | None = None  # its repr hides it
+    processes: int = 1  # --processes: child engines of this run on this host (procgroup.py)
+    file: str | None = None  # -f: where child processes load the load test from (None: the main module)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -141,8 +144,9 @@ LOG_OPTIONS = (
 )
 
 
-def check_outputs(raw: dict[str, Any], reports: tuple[str, ...]) -> None:
-    """Every output file can be written, and no two share a file (nor overwrite the load test)."""
+def check_outputs(raw: dict[str, Any], reports: tuple[str, ...], processes: int = 1) -> None:
+    """Every output file can be written, and no two share a file (nor overwrite the load test).
+    With ``processes`` > 1 each log is one file per process (``outputs.per_process``)."""
     for path in reports:
         report_format(path)  # every format first: the first error is the clearest
     outputs = [("--report-file", path, file) for path in reports for file in report_files(path)]
@@ -154,7 +158,7 @@ def check_outputs(raw: dict[str, Any], reports: tuple[str, ...]) -> None:
             raise InvalidOption(
                 option, log_path, f"The Manager runs no users: give {option} to each Worker (each writes its own)."
             )
-        outputs.append((option, str(log_path), str(log_path)))
+        outputs += [(option, str(log_path), file) for file in per_process(str(log_path), processes)]
     for option, path, file in outputs:
         check_output(option, path, file)
     # Inputs no output may overwrite: the -f file, and the program itself (``python my_test.py``).
@@ -306,7 +310,8 @@ def build_config(
     thresholds, threshold_abort, threshold_grace = _thresholds(raw, row_names)
     controller_port, controller_bind = _controller(raw, manager, worker)
     secret = gaggle_secret(raw)
-    check_outputs(raw, reports)  # last: the only check that touches the file system
+    procs = _processes(raw, manager)
+    check_outputs(raw, reports, procs)  # last: the only check that touches the file system
 
     return Config(
         users=users,
@@ -349,6 +354,8 @@ def build_config(
         controller_port=controller_port,
         controller_bind=controller_bind,
         gaggle_secret=secret,
+        processes=procs,
+        file=str(raw["file"]) if raw.get("file") else None,
     )
 
 
@@ -369,6 +376,16 @@ def _controller(raw: dict[str, Any], manager: bool, worker: bool) -> tuple[int |
                             "--controller-port: its page or API is what starts it.")  # fmt: skip
     number = whole_number("--controller-port", port, 0, 65535) if port is not None else None
     return number, check_bind("--controller-bind", str(bind)) if bind is not None else "127.0.0.1"
+
+
+def _processes(raw: dict[str, Any], manager: bool) -> int:
+    if raw.get("processes") is None:
+        return 1
+    if manager:
+        raise InvalidOption(
+            "--processes", raw["processes"], "The Manager runs no users: give --processes to each Worker."
+        )
+    return processes("--processes", raw["processes"])
 
 
 DEFAULT_STATUS_TIMEOUT_S = 3.0

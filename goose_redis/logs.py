@@ -38,3 +38,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def set_prefix(prefix: str) -> None:
     """``[2] `` on Worker 2; set once the Worker knows its number."""
     _prefix.prefix = prefix
+
+
+def prefix() -> str:
+    """The prefix set so far: a child process adds its own to its parent's."""
+    return _prefix.prefix

@@ -66,6 +66,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--scenarios",), "scenarios", LOAD, "Run only these scenarios (machine names, * wildcard, comma-separated).",
         "LIST"),  # fmt: skip
     Opt(("--timeout",), "timeout", LOAD, "Per-request timeout [default: 60s].", "TIME"),
+    Opt(("--processes",), "processes", LOAD,
+        "Run the users in N processes of this host (auto: one per usable core); one report [default: 1].",
+        "N|auto"),  # fmt: skip
     # -- Shaping
     Opt(("--test-plan",), "test_plan", SHAPING,
         'Users over time, Goose\'s grammar: "10,1m;10,5m;0,0s" (ramp to 10 in 1m, hold 5m, stop). '

@@ -80,6 +80,12 @@ def _check_new(option: str, path: str, file: str, directory: str) -> str:
     return path
 
 
+def per_process(path: str, processes: int) -> list[str]:
+    """The files one log option writes with ``--processes N``: each process its own, so no line
+    is ever split between two writers: ``PATH`` for the first, then ``PATH.2``, ``PATH.3``, ..."""
+    return [path] + [f"{path}.{k}" for k in range(2, processes + 1)]
+
+
 def same_file_key(file: str) -> str:
     """One spelling per file: relative, ``./x`` and symlinked paths compare equal."""
     return os.path.normcase(os.path.realpath(file))

@@ -13,6 +13,7 @@ from .eventlogs import EventLogs
 from .logs import NOTICE
 from .metrics import Metrics
 from .output import LiveView, finish
+from .procgroup import Engine, ProcessGroup
 from .recorder import Recorder
 from .report.data import RunInfo, build_report, phases_of
 from .runner import Runner, RunOptions
@@ -53,6 +54,32 @@ def hatch_rate_of(config: Config) -> float | None:
     return 1.0 / config.hatch_interval_s if config.hatch_interval_s else None
 
 
+async def _engine(config: Config, load_test: LoadTest, metrics: Metrics, shape: Shape,
+                  stack: contextlib.ExitStack) -> tuple[Engine, float]:  # fmt: skip
+    """The engine that runs the users, and the run's start instant."""
+    options = RunOptions(
+        host=config.host,
+        timeout_s=config.timeout_s,
+        iterations=config.iterations,
+        co_mitigation=config.co_mitigation,
+    )
+    if config.processes > 1:  # children run the users and write the logs (procgroup.py)
+        group = ProcessGroup(config, load_test, options, metrics, shape)
+        install_stop_handlers(lambda signame: group.stop(f"{signame} received"))
+        await group.spawn()  # the clock starts once every child has loaded the load test
+        return group, time.time()
+    request_log: IO[bytes] | None = None
+    if config.request_log:
+        # Opened once before the run; writes are buffered, so the loop never waits on disk.
+        request_log = stack.enter_context(open(config.request_log, "wb"))  # noqa: ASYNC230
+    start_at = time.time()
+    events = EventLogs.open(config, load_test, stack)
+    recorder = Recorder(metrics, request_log, origin=start_at, events=events)
+    runner = Runner(load_test, options, recorder, shape)
+    install_stop_handlers(lambda signame: runner.stop(f"{signame} received"))
+    return runner, start_at
+
+
 async def run_standalone(config: Config, load_test: LoadTest) -> int:
     if config.controller_port is None:
         return await _run(config, load_test, None)
@@ -81,23 +108,9 @@ async def _run(config: Config, load_test: LoadTest, control: LocalControl | None
     metrics = Metrics()
     shape = config.shape()
     with contextlib.ExitStack() as stack:
-        request_log: IO[bytes] | None = None
-        if config.request_log:
-            # Opened once before the run; writes are buffered, so the loop never waits on disk.
-            request_log = stack.enter_context(open(config.request_log, "wb"))  # noqa: ASYNC230
-        start_at = time.time()
-        events = EventLogs.open(config, load_test, stack)
-        recorder = Recorder(metrics, request_log, origin=start_at, events=events)
-        options = RunOptions(
-            host=config.host,
-            timeout_s=config.timeout_s,
-            iterations=config.iterations,
-            co_mitigation=config.co_mitigation,
-        )
-        runner = Runner(load_test, options, recorder, shape)
+        runner, start_at = await _engine(config, load_test, metrics, shape, stack)
         if control is not None:
             control.attach(runner, metrics, start_at)
-        install_stop_handlers(lambda signame: runner.stop(f"{signame} received"))
         view = LiveView(config, shape.end_s)
         users_by_scenario = scenario_users(load_test, shape.peak)
 
@@ -116,6 +129,7 @@ async def _run(config: Config, load_test: LoadTest, control: LocalControl | None
                 phases=phases_of(start_at, runner.ramp_done_at, runner.stopping_at, now),
                 scenario_users=users_by_scenario,
                 events=list(control.events) if control is not None else [],
+                problems=list(runner.problems) if isinstance(runner, ProcessGroup) else [],
                 **shaping_info(config, runner.shape, now - start_at),
             )
 

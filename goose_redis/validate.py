@@ -31,6 +31,7 @@ MAX_RATE = 1_000_000.0  # users per second; beyond this every user starts at onc
 MAX_PORT = 65535
 MAX_DB = 2**31 - 1  # Redis parses SELECT's index as a C int
 MAX_GAGGLE_LEN = 64
+MAX_PROCESSES = 256  # child processes of one run on one host: each holds a loop, a pool and a pipe
 
 _WHOLE = re.compile(r"[0-9]{1,18}")
 _DECIMAL = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18})?|\.[0-9]{1,18}")
@@ -58,6 +59,24 @@ def whole_number(option: str, raw: object, minimum: int, maximum: int) -> int:
     if value > maximum:
         raise InvalidOption(option, raw, f"The {option} option can be at most {maximum}.")
     return value
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (``taskset``, cgroup cpusets), not all the host has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def processes(option: str, raw: object) -> int:
+    """``--processes N|auto``: ``auto`` is one process per usable core."""
+    text = str(raw).strip()
+    if text.lower() == "auto":
+        return min(usable_cores(), MAX_PROCESSES)
+    if not _WHOLE.fullmatch(text) and not re.fullmatch(r"-?[0-9]+", text):
+        raise InvalidOption(option, raw, f"The {option} option must be a whole number, like 2, or auto.")
+    return whole_number(option, raw, 1, MAX_PROCESSES)
 
 
 def positive_number(option: str, raw: object, maximum: float) -> float:

@@ -25,7 +25,7 @@ from ..errors import InvalidOption
 from ..gaggle.steering import steer
 from ..logs import NOTICE
 from ..metrics import Metrics
-from ..runner import Runner
+from ..procgroup import Engine
 from ..signals import install_stop_handlers
 from ..snapshot import RunView, build_snapshot
 from .server import make_app, serve
@@ -40,7 +40,7 @@ class LocalControl:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.by = f"dashboard on {socket.gethostname()}"
-        self.runner: Runner | None = None
+        self.runner: Engine | None = None
         self.metrics = Metrics()
         self.start_at: float | None = None
         self.state = "waiting"
@@ -75,7 +75,7 @@ class LocalControl:
         self.stopped_before_start = f"{signame} received"
         self.go.set()
 
-    def attach(self, runner: Runner, metrics: Metrics, start_at: float) -> None:
+    def attach(self, runner: Engine, metrics: Metrics, start_at: float) -> None:
         self.runner, self.metrics, self.start_at = runner, metrics, start_at
         self.state = "running"
 

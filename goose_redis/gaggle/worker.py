@@ -23,6 +23,7 @@ from ..config import Config
 from ..eventlogs import EventLogs
 from ..logs import NOTICE, set_prefix
 from ..metrics import Metrics
+from ..procgroup import Engine, ProcessGroup
 from ..recorder import Recorder
 from ..runner import Runner, RunOptions
 from ..scenario import LoadTest, filter_scenarios
@@ -61,7 +62,7 @@ class Worker:
         self.host = socket.gethostname()
         self.state = "registered"
         self.assignment: Assignment | None = None
-        self.runner: Runner | None = None
+        self.runner: Engine | None = None
         self.metrics = Metrics()
         self.auth = Auth(config.gaggle_secret, config.gaggle, log)  # no secret: signs nothing
         self.secret_check = SecretCheck(self.auth, config.gaggle, config.manager_grace_s)
@@ -350,6 +351,11 @@ class Worker:
         assert a is not None
         options = RunOptions(host=a.host, timeout_s=a.timeout_s, iterations=a.iterations, source=self.id,
                              own_end=False, co_mitigation=a.co_mitigation)  # fmt: skip
+        if self.config.processes > 1:  # one Worker, N engines on sub-slots of its slot (procgroup.py)
+            self.runner = ProcessGroup(self.config, self.load_test, options, self.metrics, msg.shape(),
+                                       self._slot_of(msg))  # fmt: skip
+            self.shape_epoch = msg.epoch
+            return
         if self.config.request_log:  # each Worker keeps its own request log, on its own host
             self.request_log = open(self.config.request_log, "wb")  # noqa: SIM115 - closed in run()
         events = EventLogs.open(self.config, self.load_test, self.event_logs)  # local to this Worker too
@@ -440,7 +446,7 @@ class Worker:
         await self.link.attempt("asking the gaggle to stop", tell)
         log.log(NOTICE, "asked the gaggle to stop: %s", reason)
 
-    async def _watch(self, runner: Runner) -> None:
+    async def _watch(self, runner: Engine) -> None:
         """Follow the shape; stop on EXIT (the run state, or a stop request from anyone), or a lost Manager."""
         assert self.assignment is not None
         while not runner.stop_event.is_set():
