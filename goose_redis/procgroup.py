@@ -39,6 +39,7 @@ from .errors import LoadTestError
 from .logs import prefix
 from .metrics import Metrics, WireError
 from .outputs import per_process
+from .passes import ON_STOP_TIMEOUT_S
 from .procchild import (
     ERROR,
     FINAL,
@@ -54,7 +55,7 @@ from .procchild import (
     child_main,
 )
 from .recorder import Recorder
-from .runner import ON_STOP_TIMEOUT_S, STOP_GRACE_S, TICK_S, Runner, RunOptions
+from .runner import STOP_GRACE_S, TICK_S, Runner, RunOptions
 from .scenario import LoadTest
 from .series import Series
 from .shape import WHOLE, Shape, Slot

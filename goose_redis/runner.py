@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .co import Cadence, backfill
+from .passes import Passes, UserRun
 from .pool import HttpPool
 from .recorder import Recorder
-from .scenario import LoadTest, PlannedScenario
+from .scenario import LoadTest
 from .shape import EPS, WHOLE, Shape, Slot
-from .throttle import RunStopped, Throttle
+from .throttle import Throttle
 from .user import User
 
 log = logging.getLogger("goose_redis.runner")
@@ -35,7 +34,6 @@ log = logging.getLogger("goose_redis.runner")
 # On stop, users finish the request in flight for up to this long, so what
 # the target completed is what we count; then they are cancelled.
 STOP_GRACE_S = 5.0
-ON_STOP_TIMEOUT_S = 10.0
 TICK_S = 0.5
 # Launches due within this much of now happen now: a timer per user would cost more than it buys.
 LAUNCH_SLACK_S = 0.001
@@ -53,27 +51,6 @@ class RunOptions:
     source: str = ""  # series source: the Worker id in a gaggle
     own_end: bool = True  # stop at the shape's end; a Worker waits for the Manager's EXIT instead
     co_mitigation: str = "disabled"
-
-
-class UserRun:
-    """One launched user and what the engine needs to steer it."""
-
-    __slots__ = ("user", "planned", "stop", "go", "task", "completed", "queued")
-
-    def __init__(self, user: User, planned: PlannedScenario) -> None:
-        self.user = user
-        self.planned = planned
-        self.stop = asyncio.Event()  # leave after the current transaction
-        # Open model only: run one iteration (also set on stop, to wake it). None in the closed
-        # model: an Event costs about 850 bytes, a tenth of a user.
-        self.go: asyncio.Event | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.completed = False  # ran its --iterations
-        self.queued = False  # open model: waiting in the pool for an iteration
-
-    def wake(self) -> None:
-        if self.go is not None:
-            self.go.set()
 
 
 class Runner:
@@ -98,7 +75,7 @@ class Runner:
         self.stopping_at: float | None = None
         self.ended_at: float | None = None
         self._tasks: dict[asyncio.Task[None], UserRun] = {}
-        self._logged_errors: set[str] = set()
+        self.passes = Passes(recorder, options)  # what each running user does
         self._wake = asyncio.Event()
         self._slot_seen = slot
         self._want = 0
@@ -307,15 +284,15 @@ class Runner:
         user, planned = run.user, run.planned
         try:
             for ti in planned.on_start:
-                await self._run_transaction(user, planned, ti)
+                await self.passes.transaction(user, planned, ti)
                 if run.stop.is_set():
                     break
             else:
                 if self.shape.arrival is not None:
                     await self._serve_arrivals(run)
                 else:
-                    await self._loop(run)
-            await self._run_on_stop(user, planned)
+                    await self.passes.closed_loop(run)
+            await self.passes.on_stop(user, planned)
         finally:
             self._user_left(run)
             await user.close()
@@ -331,22 +308,6 @@ class Runner:
         log.info("exiting user %d from %s...", index + 1, run.planned.scenario.name)
         self._wake.set()
 
-    async def _loop(self, run: UserRun) -> None:
-        """The closed model: pass after pass over the scenario until told to stop."""
-        iterations = self.options.iterations
-        done = 0
-        cadence = Cadence(self.options.co_mitigation) if self.options.co_mitigation != "disabled" else None
-        while not run.stop.is_set():
-            if not run.planned.schedule:
-                await run.stop.wait()
-                return
-            if await self._pass(run, cadence):
-                done += 1
-                if iterations is not None and done >= iterations:
-                    run.completed = True
-                    return
-            await asyncio.sleep(0)  # a transaction that never awaits must not starve the loop
-
     async def _serve_arrivals(self, run: UserRun) -> None:
         """The open model: wait in the pool for an iteration, run it, come back."""
         go = run.go = run.go or asyncio.Event()
@@ -356,75 +317,7 @@ class Runner:
             go.clear()
             if run.stop.is_set():
                 return
-            await self._pass(run, None)
-
-    async def _pass(self, run: UserRun, cadence: Cadence | None) -> bool:
-        """One iteration of the user's scenario; True when it ran to its end."""
-        user, planned = run.user, run.planned
-        wait = planned.scenario.wait
-        t0 = time.perf_counter()
-        failed = False
-        user.slowest = None
-        last = len(planned.schedule) - 1
-        for pos, ti in enumerate(planned.schedule):
-            failed |= not await self._run_transaction(user, planned, ti)
-            # A stop ends the pass early; after its last transaction, the pass is done.
-            paused = wait is not None and wait[1] > 0
-            if run.stop.is_set() or (paused and await self._pause(run, random.uniform(*wait))):  # type: ignore[misc]
-                if pos < last:
-                    return False
-                break
-        ms = (time.perf_counter() - t0) * 1000.0
-        self.recorder.scenario(planned.index, ms, not failed, user)
-        if cadence is not None:
-            expected = cadence.finish_pass(ms)
-            if expected is not None and user.slowest is not None:
-                self.recorder.backfill(user.slowest, backfill(user.slowest.elapsed_ms, expected))
-        return True
-
-    async def _pause(self, run: UserRun, seconds: float) -> bool:
-        # asyncio.timeout, not wait_for: no second task per waiting user.
-        try:
-            async with asyncio.timeout(seconds):
-                await run.stop.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _run_on_stop(self, user: User, planned: PlannedScenario) -> None:
-        if not planned.on_stop:
-            return
-        try:
-            async with asyncio.timeout(ON_STOP_TIMEOUT_S):
-                for ti in planned.on_stop:
-                    await self._run_transaction(user, planned, ti)
-        except TimeoutError:
-            log.warning("user %d: on_stop transactions took longer than %ss", user.index, ON_STOP_TIMEOUT_S)
-
-    async def _run_transaction(self, user: User, planned: PlannedScenario, ti: int) -> bool:
-        tx = planned.scenario.transactions[ti]
-        user.transaction_name = tx.display_name
-        error: str | None = None
-        t0 = time.perf_counter()
-        try:
-            await tx.function(user)
-        except asyncio.CancelledError:
-            user.flush()
-            raise
-        except RunStopped:  # the run stopped while a request waited for its throttle slot
-            user.flush()
-            return False
-        except Exception as exc:  # a broken transaction is counted, and the user goes on
-            error = f"{exc.__class__.__name__}: {exc}"[:200]
-            key = f"{planned.scenario.name}/{tx.display_name}/{exc.__class__.__name__}"
-            if key not in self._logged_errors:
-                self._logged_errors.add(key)
-                log.warning("transaction %r raised %s (logged once)", tx.display_name, error, exc_info=True)
-        ms = (time.perf_counter() - t0) * 1000.0
-        failed = user.flush()
-        success = error is None and not failed
-        self.recorder.transaction(planned.index, ti, ms, success, error, user)
-        return success
+            await self.passes.one(run, None)
 
     # -- the open model ------------------------------------------------------------
 
@@ -481,6 +374,6 @@ class Runner:
 
     async def _finish_cancelled(self, run: UserRun) -> None:
         try:
-            await self._run_on_stop(run.user, run.planned)
+            await self.passes.on_stop(run.user, run.planned)
         finally:
             await run.user.close()
