@@ -200,13 +200,12 @@ class Series:
         return points
 
 
-def recent(series: Series, now: float, window_s: int = 5) -> tuple[float, float | None]:
-    """Requests per second and p95 over the last complete ``window_s`` seconds, or over the
+def window(series: Series, now: float, window_s: int = 5) -> tuple[float, float, float | None]:
+    """(requests/s, failures/s, p95) over the last complete ``window_s`` seconds, or over the
     complete buckets there are when the series is younger than that (a run's first seconds
     are not averaged with the time before it started)."""
     sketch = new_sketch()
-    requests = 0
-    span = 0
+    span = requests = failures = 0
     end = int(now // series.interval_s) * series.interval_s  # the current bucket is incomplete
     key = end - series.interval_s
     first = min(series.buckets, default=end)
@@ -214,7 +213,16 @@ def recent(series: Series, now: float, window_s: int = 5) -> tuple[float, float 
         b = series.buckets.get(key)
         if b is not None:
             requests += b.requests
+            failures += b.failures
             sketch.merge(b.sketch)
         span += series.interval_s
         key -= series.interval_s
-    return (requests / span if span else 0.0), quantile(sketch, 0.95)
+    if not span:
+        return 0.0, 0.0, quantile(sketch, 0.95)
+    return requests / span, failures / span, quantile(sketch, 0.95)
+
+
+def recent(series: Series, now: float, window_s: int = 5) -> tuple[float, float | None]:
+    """Requests per second and p95 over the last complete ``window_s`` seconds (see ``window``)."""
+    rps, _, p95 = window(series, now, window_s)
+    return rps, p95

@@ -15,8 +15,9 @@ from typing import Any
 
 from .metrics import Metrics, RowStats
 from .series import Series
+from .series import window as series_window
 from .shape import Shape
-from .sketch import new_sketch, quantile
+from .sketch import quantile
 
 SNAPSHOT_VERSION = 2
 MAX_ROWS = 100
@@ -193,22 +194,7 @@ def build_snapshot(view: RunView, measured: Metrics, series: Series) -> dict[str
 
 def window(series: Series, now: float, window_s: int = WINDOW_S) -> tuple[float, float, float | None]:
     """(req/s, fail/s, p95) over the last complete seconds (fewer when the run is younger)."""
-    end = int(now // series.interval_s) * series.interval_s  # the current bucket is incomplete
-    sketch = new_sketch()
-    span = requests = failures = 0
-    key = end - series.interval_s
-    first = min(series.buckets, default=end)
-    while span < window_s and key >= first:
-        bucket = series.buckets.get(key)
-        if bucket is not None:
-            requests += bucket.requests
-            failures += bucket.failures
-            sketch.merge(bucket.sketch)
-        span += series.interval_s
-        key -= series.interval_s
-    if not span:
-        return 0.0, 0.0, None
-    return requests / span, failures / span, quantile(sketch, 0.95)
+    return series_window(series, now, window_s)
 
 
 def _worker(w: Mapping[str, Any]) -> dict[str, Any]:

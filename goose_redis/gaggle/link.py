@@ -265,3 +265,29 @@ async def run_linked(url: str, deadline_s: float, body: Callable[[RedisLink], Aw
         raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
     finally:
         await link.close()
+
+
+async def one_shot(url: str, timeout_s: float, body: Callable[[RedisLink], Awaitable[T]],
+                   total_s: float | None = None) -> T:  # fmt: skip
+    """A short command (``status``, ``control``): connect within ``timeout_s``, run ``body``
+    within ``total_s`` (default ``timeout_s``), close. Redis trouble becomes a LoadTestError:
+    one line, exit 1, whatever went wrong and however long Redis kept quiet."""
+    link = RedisLink(url, deadline_s=timeout_s)
+
+    async def go() -> T:
+        await asyncio.wait_for(link.connect(), timeout_s)
+        return await body(link)
+
+    try:
+        return await asyncio.wait_for(go(), total_s if total_s is not None else timeout_s)
+    except TimeoutError:
+        raise LoadTestError(f"cannot reach Redis at {link.safe_url}: no answer within {timeout_s:g}s") from None
+    except RedisGone as exc:
+        raise LoadTestError(str(exc)) from None
+    except TRANSIENT as exc:
+        raise LoadTestError(f"cannot reach Redis at {link.safe_url}: {exc}") from None
+    except ResponseError as exc:  # e.g. an ACL user without a command this needs
+        raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
+    finally:
+        await link.close()
+

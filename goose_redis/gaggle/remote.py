@@ -16,14 +16,12 @@ import time
 from typing import Any
 
 import orjson
-from redis.exceptions import ResponseError
 
 from ..commands import Outcome, refused
-from ..errors import LoadTestError
 from . import keys as K
 from .auth import Secret
 from .control_auth import command_auth, command_bytes
-from .link import TRANSIENT, RedisGone, RedisLink
+from .link import RedisLink, one_shot
 from .protocol import ControlCommand, ControlReply, ManagerBeat, ProtocolError, as_text, decode
 
 REPLY_POLL_S = 0.1
@@ -128,22 +126,8 @@ async def control(redis_url: str, gaggle: str, command: str, value: str | None, 
                   timeout_s: float) -> Outcome:  # fmt: skip
     """``goose-redis control``: connect (within ``timeout_s``), send, wait for the answer
     (within ``timeout_s`` more). Redis trouble is a LoadTestError: one line, exit 1."""
-    link = RedisLink(redis_url, deadline_s=timeout_s)
     by = f"control on {socket.gethostname()}"
-
-    async def go() -> Outcome:
-        await asyncio.wait_for(link.connect(), timeout_s)
-        return await send_command(link, gaggle, command, value, by, secret, timeout_s)
-
-    try:
-        return await asyncio.wait_for(go(), 2 * timeout_s + 1)
-    except TimeoutError:
-        raise LoadTestError(f"cannot reach Redis at {link.safe_url}: no answer within {timeout_s:g}s") from None
-    except RedisGone as exc:
-        raise LoadTestError(str(exc)) from None
-    except TRANSIENT as exc:
-        raise LoadTestError(f"cannot reach Redis at {link.safe_url}: {exc}") from None
-    except ResponseError as exc:  # e.g. an ACL user without a command this needs
-        raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
-    finally:
-        await link.close()
+    return await one_shot(
+        redis_url, timeout_s, lambda link: send_command(link, gaggle, command, value, by, secret, timeout_s),
+        total_s=2 * timeout_s + 1,
+    )

@@ -10,7 +10,6 @@ answer within ``--timeout``.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,9 +19,8 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ..config import StatusConfig
-from ..errors import LoadTestError
 from . import keys as K
-from .link import TRANSIENT, RedisGone, RedisLink
+from .link import RedisLink, one_shot
 from .protocol import ManagerBeat, ProtocolError, decode
 
 Parse = Callable[[str], Any]
@@ -204,24 +202,7 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _read(link: RedisLink, gaggle: str) -> dict[str, Any]:
-    await link.connect()
-    return await read_status(link, gaggle)
-
-
 async def show_status(cfg: StatusConfig) -> int:
-    link = RedisLink(cfg.redis_url, deadline_s=cfg.timeout_s)
-    try:
-        st = await asyncio.wait_for(_read(link, cfg.gaggle), cfg.timeout_s)
-    except TimeoutError:
-        raise LoadTestError(f"cannot reach Redis at {link.safe_url}: no answer within {cfg.timeout_s:g}s") from None
-    except RedisGone as exc:
-        raise LoadTestError(str(exc)) from None
-    except TRANSIENT as exc:
-        raise LoadTestError(f"cannot reach Redis at {link.safe_url}: {exc}") from None
-    except ResponseError as exc:  # e.g. an ACL user without a command status needs
-        raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
-    finally:
-        await link.close()
+    st = await one_shot(cfg.redis_url, cfg.timeout_s, lambda link: read_status(link, cfg.gaggle))
     click.echo(orjson.dumps(st, option=orjson.OPT_INDENT_2).decode() if cfg.as_json else format_status(st))
     return 0
