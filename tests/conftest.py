@@ -102,6 +102,13 @@ def target(_session_target: CountingTarget) -> CountingTarget:
     return _session_target
 
 
+@pytest.fixture(scope="module")
+def module_target() -> Iterator[CountingTarget]:
+    """A private ``CountingTarget`` for one test module (its tests share it, and its counts)."""
+    with CountingTarget() as target:
+        yield target
+
+
 @pytest.fixture
 def fresh_target() -> Iterator[CountingTarget]:
     target = CountingTarget().start()

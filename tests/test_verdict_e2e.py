@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,15 +70,6 @@ def load_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("verdict") / "timed.py"
     path.write_text(LOAD_TEST)
     return path
-
-
-@pytest.fixture(scope="module")
-def slow_target() -> Iterator[CountingTarget]:
-    target = CountingTarget().start()
-    try:
-        yield target
-    finally:
-        target.stop()
 
 
 def run(
@@ -146,19 +136,19 @@ def test_a_worker_refuses_thresholds(load_test: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def passing(load_test: Path, slow_target: CountingTarget, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def passing(load_test: Path, module_target: CountingTarget, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """/slow at 20 ms; every threshold holds. GOOSE_THRESHOLDS (';'-separated) gives them."""
     stem = tmp_path_factory.mktemp("pass") / "report"
     env = {"GOOSE_THRESHOLDS": "p95 < 5s; GET /slow: p50 >= 20ms ;slow call: count > 5; Timed: count > 0; "
                                "GET front: fail_pct < 1%"}  # fmt: skip
-    return run(load_test, slow_target, stem, 20, "-t", "2s", env=env)
+    return run(load_test, module_target, stem, 20, "-t", "2s", env=env)
 
 
 @pytest.fixture(scope="module")
-def failing(load_test: Path, slow_target: CountingTarget, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def failing(load_test: Path, module_target: CountingTarget, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """/slow at 60 ms: the aggregated p95 (half the requests are slow) breaks 50 ms, the fast row holds."""
     stem = tmp_path_factory.mktemp("fail") / "report"
-    return run(load_test, slow_target, stem, 60, "-t", "2s", "--threshold", "p95 < 50",
+    return run(load_test, module_target, stem, 60, "-t", "2s", "--threshold", "p95 < 50",
                "--threshold", "GET front: p95 < 50", "--threshold", "GET /nowhere: count < 1")  # fmt: skip
 
 
@@ -203,11 +193,11 @@ def test_a_failing_threshold_exits_99_and_says_which(failing: Run) -> None:
 
 
 def test_the_abort_stops_the_run_early_on_a_threshold_that_cannot_recover(
-    load_test: Path, slow_target: CountingTarget, tmp_path: Path
+    load_test: Path, module_target: CountingTarget, tmp_path: Path
 ) -> None:
     """-t 60s, but p95 < 10 against a 50 ms target fails at the first check after the 1 s grace.
     ``count > 1000000`` fails too, but a lower bound on a count may still be met: it never aborts."""
-    r = run(load_test, slow_target, tmp_path / "report", 50, "-t", "60s", "--threshold", "count > 1000000",
+    r = run(load_test, module_target, tmp_path / "report", 50, "-t", "60s", "--threshold", "count > 1000000",
             "--threshold", "p95 < 10", "--threshold-abort", "--threshold-grace", "1s", quiet=False)  # fmt: skip
     assert r.code == 99, r.stderr
     report = r.report
@@ -315,10 +305,10 @@ def test_a_gaggle_that_passes_exits_0(
 
 
 def test_a_gaggle_that_fails_exits_99(
-    procs: ProcessTracker, redis_url: str, tmp_path: Path, load_test: Path, slow_target: CountingTarget
+    procs: ProcessTracker, redis_url: str, tmp_path: Path, load_test: Path, module_target: CountingTarget
 ) -> None:
     g = gaggle_of(procs, redis_url, tmp_path, load_test)
-    code, report, out, _ = run_gaggle(g, slow_target, 60, "-t", "2s", "--threshold", "GET /slow: p50 < 50",
+    code, report, out, _ = run_gaggle(g, module_target, 60, "-t", "2s", "--threshold", "GET /slow: p50 < 50",
                                    "--threshold", "GET front: p95 < 50")  # fmt: skip
     assert code == 99, out
     slow, front = report["thresholds"]
@@ -328,10 +318,10 @@ def test_a_gaggle_that_fails_exits_99(
 
 
 def test_the_abort_stops_the_whole_gaggle(
-    procs: ProcessTracker, redis_url: str, tmp_path: Path, load_test: Path, slow_target: CountingTarget
+    procs: ProcessTracker, redis_url: str, tmp_path: Path, load_test: Path, module_target: CountingTarget
 ) -> None:
     g = gaggle_of(procs, redis_url, tmp_path, load_test)
-    code, report, out, worker_logs = run_gaggle(g, slow_target, 50, "-t", "60s", "--threshold", "p95 < 10",
+    code, report, out, worker_logs = run_gaggle(g, module_target, 50, "-t", "60s", "--threshold", "p95 < 10",
                                    "--threshold-abort", "--threshold-grace", "1s")  # fmt: skip
     assert code == 99, out
     reason = report["verdict"]["aborted"]

@@ -84,3 +84,20 @@ def png_size(data: bytes) -> tuple[int, int]:
     """(width, height) of a PNG image; AssertionError when ``data`` is not a PNG."""
     assert data[:8] == PNG_MAGIC, "not a PNG"
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+CHART_KEYS = ["users", "throughput", "latency", "rows"]
+
+
+def drawn_charts(profile_dir: Path, url: str) -> tuple[subprocess.CompletedProcess[str], list[ChartDom]]:
+    """Load a report page in Chromium: (the run, with the DOM as stdout and the console on
+    stderr; the charts), having checked that Chromium ran, that the report's four charts are
+    there in order, and that each drew its lines."""
+    proc = run_chromium(profile_dir, url, "--dump-dom")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    charts = charts_in(proc.stdout)
+    assert [c.key for c in charts] == CHART_KEYS
+    for chart in charts:
+        assert chart.drew, chart.key
+    return proc, charts
+
