@@ -91,6 +91,7 @@ class Config:
     stop_on_worker_loss: bool = False
     final_wait_s: float = 30.0
     manager_grace_s: float = 10.0
+    resume: str = "auto"  # adopt a run in progress: "auto" (when it can), "always" (--resume), "never"
     redis_deadline_s: float = 60.0
     test_plan: tuple[tuple[float, float], ...] | None = None
     test_plan_text: str | None = None
@@ -128,6 +129,23 @@ class Config:
         else:
             base = simple(self.users, self.hatch_interval_s, self.run_time_s, reset=self.reset_metrics)
         return replace(base, throttle=self.throttle_rps)
+
+
+def _restart_options(raw: dict[str, Any], manager: bool, worker: bool) -> tuple[str, float]:
+    """(--resume / --no-resume as "always" / "never" / "auto", --manager-grace in seconds)."""
+    resume, no_resume = bool(raw.get("resume")), bool(raw.get("no_resume"))
+    for flag, given in (("--resume", resume), ("--no-resume", no_resume)):
+        if given and not manager:
+            raise InvalidOption(flag, "true", f"The {flag} option is for the --manager.")
+    if resume and no_resume:
+        raise InvalidOption("--no-resume", "true", "The --no-resume option can not be set together with --resume.")
+    grace = 10.0
+    if _given(raw, "manager_grace"):
+        if not worker:
+            raise InvalidOption("--manager-grace", raw["manager_grace"],
+                                "The --manager-grace option is set on each --worker.")  # fmt: skip
+        grace = duration("--manager-grace", raw["manager_grace"])
+    return ("always" if resume else "never" if no_resume else "auto"), grace
 
 
 def _given(raw: dict[str, Any], key: str) -> bool:
@@ -307,6 +325,7 @@ def build_config(
     gaggle = gaggle_name(raw["gaggle"]) if raw.get("gaggle") is not None else "default"
     final_wait = duration("--final-wait", raw["final_wait"]) if _given(raw, "final_wait") else 30.0
     redis_timeout = duration("--redis-timeout", raw["redis_timeout"]) if _given(raw, "redis_timeout") else 60.0
+    resume, grace = _restart_options(raw, manager, worker)
     thresholds, threshold_abort, threshold_grace = _thresholds(raw, row_names)
     controller_port, controller_bind = _controller(raw, manager, worker)
     secret = gaggle_secret(raw)
@@ -339,6 +358,8 @@ def build_config(
         stop_on_worker_loss=bool(raw.get("stop_on_worker_loss")),
         final_wait_s=final_wait,
         redis_deadline_s=redis_timeout,
+        resume=resume,
+        manager_grace_s=grace,
         test_plan=shaping.test_plan,
         test_plan_text=raw.get("test_plan"),
         throttle_rps=shaping.throttle,

@@ -112,6 +112,15 @@ OPTIONS: tuple[Opt, ...] = (
         "Stop with an error when Redis stays unreachable this long [default: 60s].", "TIME", where=RUN_ONLY),
     Opt(("--final-wait",), "final_wait", GAGGLE, "Manager: wait this long for Workers' final metrics [default: 30s].",
         "TIME", where=RUN_ONLY),  # fmt: skip
+    Opt(("--resume",), "resume", GAGGLE,
+        "Manager: adopt the gaggle's run in progress (left by a Manager that is gone), or fail. By default it is "
+        "adopted when it is the same test and its Workers are alive.", flag=True, where=RUN_ONLY),  # fmt: skip
+    Opt(("--no-resume",), "no_resume", GAGGLE,
+        "Manager: start a fresh run even when the gaggle has a run in progress to adopt (its Workers stop).",
+        flag=True, where=RUN_ONLY),  # fmt: skip
+    Opt(("--manager-grace",), "manager_grace", GAGGLE,
+        "Worker: keep running this long without hearing from the Manager, the time to restart a crashed one "
+        "[default: 10s].", "TIME", where=RUN_ONLY),  # fmt: skip
     # Goose's Gaggle talks over a socket; these flags get a one-line answer naming --redis-url (clierrors.py).
     *(Opt((flag,), flag[2:].replace("-", "_"), GAGGLE, "Goose's flag: answered with its --redis-url form.", "VALUE",
           env=False, hidden=True, where=RUN_ONLY)

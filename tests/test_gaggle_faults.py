@@ -89,8 +89,9 @@ def test_a_worker_whose_manager_is_gone_stops_with_an_error(gaggle: Gaggle, fres
     took = time.monotonic() - gone
     assert code != 0, worker.output()
     assert "manager went away" in worker.stderr.text()
-    # The grace is 10 s after the last heartbeat; a heartbeat is written every second.
-    assert 8 < took < 18, took
+    # The grace is 10 s after the last heartbeat, noticed within a heartbeat or two, and the
+    # drain of requests in flight is immediate here (docs/redis-keys.md, Liveness).
+    assert 8 < took < 15, took
     # It stopped its users: the load ends with it.
     final = fresh_target.total()
     time.sleep(0.5)
@@ -151,16 +152,20 @@ def test_deltas_that_a_redis_restart_lost_before_the_manager_read_them_are_sent_
     wait_until(lambda: all(acked(redis_server, gaggle, wid) >= 1 for wid in ids), 20, "merged deltas")
     r = redis_server.client()
     stream = gaggle.key("metrics")
-    newest: Any = r.xrevrange(stream, count=1)
-    last = newest[0][0].decode()
-
-    def unread_from_both() -> bool:
-        entries: Any = r.xrange(stream, min=f"({last}")
-        return {orjson.loads(fields[b"head"])["w"] for _, fields in entries} == set(ids)
-
     os.kill(manager.pid, signal.SIGSTOP)
     try:
-        wait_until(unread_from_both, 10, "a delta from each worker that the manager has not read")
+        # Taken once the Manager is frozen. Its blocking XREAD, already in Redis, may still be
+        # answered with the next entry (the reply waits in its socket), but not the one after:
+        # two entries from each Worker after this one leave each with a delta never read.
+        newest: Any = r.xrevrange(stream, count=1)
+        last = newest[0][0].decode() if newest else "0-0"
+
+        def unread_from_both() -> bool:
+            entries: Any = r.xrange(stream, min=f"({last}")
+            senders = [orjson.loads(fields[b"head"])["w"] for _, fields in entries]
+            return all(senders.count(wid) >= 2 for wid in ids)
+
+        wait_until(unread_from_both, 10, "deltas from each worker that the manager has not read")
         redis_server.stop()
         for w in workers:
             w.stderr.wait_for("Redis unreachable while", 10)

@@ -475,6 +475,7 @@ def test_the_key_table_in_the_docs_matches_keys_py() -> None:
         k.stop,
         k.metrics,
         k.acks,
+        k.checkpoint,
         k.control,
         k.commands,
         k.reply("{id}"),

@@ -38,13 +38,16 @@ USER = "gooseuser"
 # AUTH and HELLO need no grant. Keep docs/deploy.md in step: a test compares them.
 GOOSE_COMMANDS = (
     "ping", "time",
-    "get", "set", "del", "exists", "expire",
+    "get", "getrange", "set", "del", "exists", "expire",
     "hset", "hget", "hmget", "hgetall", "hkeys", "hdel",
     "sadd", "srem", "smembers",
-    "xadd", "xread", "xlen",
+    "xadd", "xread", "xlen", "xtrim",
     "publish", "subscribe",
 )  # fmt: skip
-ACL_RULES = "resetkeys ~goose:* resetchannels &goose:* -@all " + " ".join(f"+{c}" for c in GOOSE_COMMANDS)
+# Sent only when someone steers the gaggle (`goose-redis control` keeps its events list).
+CONTROL_COMMANDS = ("rpush", "ltrim")
+GRANTED = GOOSE_COMMANDS[:-2] + CONTROL_COMMANDS + GOOSE_COMMANDS[-2:]
+ACL_RULES = "resetkeys ~goose:* resetchannels &goose:* -@all " + " ".join(f"+{c}" for c in GRANTED)
 # The connection handshake, and older redis-py versions announcing themselves (their
 # refusal is ignored by redis-py): not the gaggle's own commands.
 HANDSHAKE = {"auth", "hello", "client|setinfo"}
@@ -177,6 +180,64 @@ def test_gaggle_runs_as_an_acl_user_confined_to_its_prefix(
     refused_lines = refused.stderr.text().strip().splitlines()
     assert len(refused_lines) == 1 and "invalid username-password pair" in refused_lines[0], refused.output()
     assert f"{USER}:***@" in refused_lines[0]
+
+
+def _acl_users(redis_factory: Callable[..., RedisServer], tmp_path: Path, users: dict[str, str]) -> RedisServer:
+    """A server whose ACL file holds an admin (for the test's own client) and ``users`` (name -> rules)."""
+    admin_password = secrets.token_hex(12)
+    aclfile = tmp_path / "users.acl"
+    lines = ["user default off", f"user admin on >{admin_password} ~* &* +@all"]
+    lines += [f"user {name} on >{name}-pw {rules}" for name, rules in users.items()]
+    aclfile.write_text("\n".join(lines) + "\n")
+    return redis_factory(["--aclfile", str(aclfile)], client_kwargs={"username": "admin", "password": admin_password})
+
+
+def _only_error_line(proc: CliProcess, *expected: str) -> str:
+    lines = proc.stderr.text().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.output()
+    assert all(e in lines[0] for e in expected), lines[0]
+    assert "Traceback" not in proc.output()
+    return lines[0]
+
+
+def test_an_acl_that_forbids_the_gaggle_stops_worker_and_manager_at_once_with_one_line(
+    redis_factory: Callable[..., RedisServer], procs: ProcessTracker, tmp_path: Path
+) -> None:
+    """NOPERM is final: retrying would wait for ever. A user confined to team-a's keys and
+    channels, pointed at the default gaggle, gets one line naming what was refused and the fix."""
+    team_a = ACL_RULES.replace("~goose:*", "~goose:team-a:*").replace("&goose:*", "&goose:team-a:*")
+    server = _acl_users(redis_factory, tmp_path, {"teama": team_a})
+    url = server.url_with(username="teama", password="teama-pw")
+    load_test = tmp_path / "loadtest.py"
+    load_test.write_text(LOAD_TEST)
+    worker = procs.start(["-f", str(load_test), "--worker", "--redis-url", url])
+    manager = procs.start(["-f", str(load_test), "--manager", "--expect-workers", "1", "-H", "http://127.0.0.1:9",
+                           "--redis-url", url])  # fmt: skip
+    for proc in (worker, manager):
+        assert proc.wait(20) == 1, proc.output()
+        _only_error_line(proc, "refused", "NOPERM", "docs/deploy.md", "teama:***@")
+
+
+def test_an_acl_without_xadd_fails_the_worker_and_the_manager_reports_incomplete_totals(
+    redis_factory: Callable[..., RedisServer], fresh_target: CountingTarget, procs: ProcessTracker, tmp_path: Path
+) -> None:
+    """Running a load whose metrics go nowhere is worse than stopping: the Worker stops with one
+    line, and the Manager, which lost it, says its totals are incomplete (exit 3)."""
+    server = _acl_users(redis_factory, tmp_path, {USER: ACL_RULES, "noxadd": ACL_RULES.replace(" +xadd", "")})
+    load_test = tmp_path / "loadtest.py"
+    load_test.write_text(LOAD_TEST)
+    report_path = tmp_path / "report.json"
+    manager = procs.start(["-f", str(load_test), "--manager", "--expect-workers", "1", "-u", "2", "-r", "20",
+                           "-t", "30s", "-H", fresh_target.url, "--report-file", str(report_path),
+                           "--redis-url", server.url_with(username=USER, password=f"{USER}-pw")])  # fmt: skip
+    worker = procs.start(["-f", str(load_test), "--worker",
+                          "--redis-url", server.url_with(username="noxadd", password="noxadd-pw")])  # fmt: skip
+    assert worker.wait(20) == 1, worker.output()
+    _only_error_line(worker, "refused sending metrics", "NOPERM", "'xadd'", "docs/deploy.md")
+    assert manager.wait(30) == 3, manager.output()
+    report = json.loads(report_path.read_text())
+    assert report["integrity"]["complete"] is False
+    assert any("worker 1" in p for p in report["integrity"]["problems"]), report["integrity"]
 
 
 def test_deploy_doc_shows_the_tested_acl() -> None:

@@ -17,6 +17,7 @@ docs/redis-keys.md documents each key for ``redis-cli`` users; keep both in step
 | stop                    | string  | anyone  | 1 h        | a stop request (JSON: who, why); first one wins   |
 | metrics                 | stream  | workers | 1 h        | metric deltas, one per worker per interval        |
 | acks                    | hash    | manager | 1 h        | worker id -> last metrics seq merged              |
+| checkpoint              | hash    | manager | 1 h        | the manager's state, for a restarted manager      |
 | control                 | channel | anyone  | -          | wake-ups: register, assign, start, shape, command, exit |
 | commands                | stream  | anyone  | 1 h        | control commands for the Manager (one JSON each)  |
 | reply:{id}              | string  | manager | 60 s       | the Manager's answer to command {id} (JSON)       |
@@ -54,6 +55,7 @@ SOCKET_TIMEOUT_S = 5.0
 
 # Run states, in order.
 WAITING, RUNNING, STOPPING, DONE = "waiting", "running", "stopping", "done"
+STATES = (WAITING, RUNNING, STOPPING, DONE)
 
 # Control-channel words (pub/sub is a wake-up only: every decision lives in keys).
 WAKE_REGISTER, WAKE_ASSIGN, WAKE_START, WAKE_EXIT = b"register", b"assign", b"start", b"exit"
@@ -123,6 +125,10 @@ class Keys:
         return self.base + "acks"
 
     @property
+    def checkpoint(self) -> str:
+        return self.base + "checkpoint"
+
+    @property
     def control(self) -> str:
         return self.base + "control"
 
@@ -147,7 +153,8 @@ class Keys:
 
     def run_scoped(self) -> list[str]:
         """Keys a new Manager clears; ``workers`` stays, so early Workers are kept."""
-        return [self.run, self.shape, self.ready, self.stop, self.metrics, self.acks, self.commands, self.events]
+        return [self.run, self.shape, self.ready, self.stop, self.metrics, self.acks, self.commands, self.events,
+                self.checkpoint]  # fmt: skip
 
     def view_scoped(self) -> list[str]:
         """What dashboards read: a new Manager clears them too, but they keep their own TTLs."""

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -35,6 +35,26 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutEr
 
 class RedisGone(LoadTestError):
     """Redis stayed away past the deadline."""
+
+
+class RedisRefused(RedisGone):
+    """Redis refused us for good: an ACL without a command, key or channel we need (NOPERM),
+    or credentials it no longer takes. Retrying cannot help, so the process stops."""
+
+
+ACL_FIX = "give the ACL user the gaggle's commands, keys and channels (docs/deploy.md, 'A shared Redis')"
+
+
+def is_permission_error(exc: object) -> bool:
+    """NOPERM (and a password Redis no longer takes): final, never a passing fault."""
+    if isinstance(exc, NoPermissionError | AuthenticationError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOPERM", "WRONGPASS", "NOAUTH"))
+
+
+def is_wrong_type(exc: object) -> bool:
+    """A key holding another kind of value (say, written with redis-cli): repairable, never final."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
 def make_client(url: str, **extra: Any) -> aioredis.Redis:
@@ -122,6 +142,7 @@ class RedisLink:
         self.down_since: float | None = None
         self.outages = 0
         self.refused: set[str] = set()  # operations whose ResponseError was logged
+        self.fatal: RedisRefused | None = None  # set once Redis refused us for good
 
     async def connect(self) -> None:
         """First contact, retried until the deadline: a Worker may start before Redis."""
@@ -135,6 +156,8 @@ class RedisLink:
                 return
             except AuthenticationError as exc:  # a ConnectionError subclass, but retrying will not help
                 raise RedisGone(f"Redis at {self.safe_url} refused us: {exc}") from None
+            except NoPermissionError as exc:
+                raise self.refusal("connecting", exc) from None
             except TRANSIENT as exc:
                 tls = tls_refusal(exc)
                 if tls is not None:  # nor will it help with certificates that do not fit
@@ -165,18 +188,45 @@ class RedisLink:
     def local(self, gaggle_time: float) -> float:
         return gaggle_time - self.skew_s
 
+    def refusal(self, what: str, exc: BaseException) -> RedisRefused:
+        """The one line for a permission Redis will never grant: what was refused and the fix.
+        Remembered in ``fatal``, so every task of the process can see it and stop."""
+        if self.fatal is None:
+            text = str(exc)
+            if isinstance(exc, NoPermissionError) and not text.startswith("NOPERM"):
+                text = f"NOPERM {text}"  # redis-py strips the code; keep it, it is what to search for
+            self.fatal = RedisRefused(f"Redis at {self.safe_url} refused {what}: {text}; {ACL_FIX}")
+        return self.fatal
+
+    def note_refused(self, what: str, exc: BaseException) -> None:
+        """A command refused for a passing reason (a key of the wrong type): logged once per operation."""
+        if what not in self.refused:
+            self.refused.add(what)
+            log.warning("Redis refused a command while %s: %s; ignoring it", what, exc)
+
+    def replies(self, what: str, results: list[Any]) -> list[Any]:
+        """A pipeline's replies (``execute(raise_on_error=False)``): a permission error stops the
+        process; any other refusal stays in the list for the caller, who treats it as no news or
+        repairs the key it owns."""
+        for r in results:
+            if is_permission_error(r):
+                raise self.refusal(what, r)
+        return results
+
     async def attempt(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
         try:
             result = await call()
+        except AuthenticationError as exc:  # a ConnectionError, but a password Redis stopped taking
+            raise self.refusal(what, exc) from None
         except TRANSIENT as exc:
             self._down(what, exc)
             return None
         except ResponseError as exc:
-            # A key of the wrong type (say, written with redis-cli) or a command the ACL
-            # forbids: log it once per operation and carry on; never crash the run.
-            if what not in self.refused:
-                self.refused.add(what)
-                log.warning("Redis refused a command while %s: %s; ignoring it", what, exc)
+            if is_permission_error(exc):  # an ACL never changes its mind by itself: stop, say why
+                raise self.refusal(what, exc) from None
+            # A key of the wrong type (say, written with redis-cli): log it once per operation
+            # and carry on; its owner repairs it, a reader takes it as no news.
+            self.note_refused(what, exc)
             return None
         if self.down_since is not None:
             log.warning("Redis is back after %.1fs", time.monotonic() - self.down_since)
@@ -231,6 +281,12 @@ class Wakeup:
                         self.event.set()
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:
+                if is_permission_error(exc):  # the ACL lacks our channel: final, like any NOPERM
+                    self.link.refusal(f"subscribing to {self.channel}", exc)
+                    self.event.set()
+                    return
+                log.debug("control channel listener: %s; resubscribing", exc)
             except Exception as exc:  # reconnect below; decisions never depend on this
                 log.debug("control channel listener: %s; resubscribing", exc)
             finally:
@@ -261,7 +317,9 @@ async def run_linked(url: str, deadline_s: float, body: Callable[[RedisLink], Aw
         return await body(link)
     except RedisGone as exc:
         raise LoadTestError(str(exc)) from None
-    except ResponseError as exc:  # e.g. a gaggle key of the wrong type, or an ACL refusal
+    except ResponseError as exc:  # e.g. an ACL refusal outside ``attempt``
+        if is_permission_error(exc):
+            raise LoadTestError(str(link.refusal("a command", exc))) from None
         raise LoadTestError(f"Redis at {link.safe_url} refused a command: {exc}") from None
     finally:
         await link.close()

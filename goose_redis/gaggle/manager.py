@@ -2,10 +2,11 @@
 
 The jobs live in their own modules: ``roster`` (registration, the barrier, liveness),
 ``steering`` (the load shape every Worker follows), ``merge`` (the metrics stream,
-exactly once). This module runs them in order: wait at the barrier, start the gaggle
-at a shared instant, steer it, end it (run time, Ctrl-C, a Worker's stop request, or
-every Worker done with its iterations), wait for every Worker's acknowledged final
-delta, and report the merge.
+exactly once), ``checkpoint`` (the state a restarted Manager adopts; acknowledgements
+and trimming follow it), ``resume`` (adopt a run in progress, or start cleanly). This
+module runs them in order: wait at the barrier, start the gaggle at a shared instant,
+steer it, end it (run time, Ctrl-C, a Worker's stop request, or every Worker done with
+its iterations), wait for every Worker's acknowledged final delta, and report the merge.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import replace
 from typing import Any
 
 from ..config import Config
-from ..errors import LoadTestError
 from ..logs import NOTICE
 from ..output import LiveView, finish, print_tables
 from ..report.data import RunInfo, build_report, phases_of
@@ -29,12 +29,15 @@ from ..thresholds import watch_for
 from . import keys as K
 from .allocation import describe_split
 from .auth import Auth
+from .checkpoint import Checkpointer
 from .control import ControlDesk
-from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked
+from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, is_wrong_type, run_linked
 from .merge import Merger
-from .protocol import ManagerBeat, ProtocolError, StopRequest, Unauthenticated, as_text, sign_run
+from .protocol import ManagerBeat, sign_run
+from .resume import begin, fingerprint, still_in_charge
 from .roster import Roster
 from .steering import Steering
+from .stopkey import read_stop
 
 log = logging.getLogger("goose_redis.gaggle.manager")
 
@@ -47,12 +50,16 @@ class Manager:
         self.link = link
         self.keys = K.Keys(config.gaggle)
         self.run_id = secrets.token_hex(6)
+        self.owner = secrets.token_hex(4)  # this process; a restarted Manager keeps the run id, not this
+        self.fingerprint = fingerprint(config, load_test)
         shape = config.shape()
         self.auth = Auth(config.gaggle_secret, config.gaggle, log)  # no secret: signs nothing
         self.roster = Roster(config, link, self.run_id, load_test.full_hash(), shape.peak, self.auth)
         self.steering = Steering(link, self.keys, self.run_id, shape, self.auth)
         self.steering.write_run = self.write_state  # a published shape's epoch goes into the (signed) run hash
         self.merger = Merger(link, self.roster, self.run_id, lambda: self.steering.started_at)
+        self.checkpoints = Checkpointer(self)
+        self.deposed = False  # another Manager took the gaggle over while this one was stalled
         self.state = K.WAITING
         self.stopping_at: float | None = None
         self.stop_reason = ""
@@ -67,6 +74,9 @@ class Manager:
     def started_at(self) -> float | None:
         return self.steering.started_at
 
+    def adopt_run_id(self, run_id: str) -> None:
+        self.run_id = self.roster.run_id = self.steering.run_id = self.merger.run_id = run_id
+
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
             self.stop_reason = reason
@@ -77,7 +87,12 @@ class Manager:
 
     async def write_state(self) -> None:
         """The manager heartbeat; it also re-asserts the run state and pushes every run key's
-        TTL forward (a restarted Redis forgets them; a crashed Manager leaves them to expire)."""
+        TTL forward (a restarted Redis forgets them; a crashed Manager leaves them to expire).
+
+        Each command's reply is checked on its own: a key of the wrong type under ``run`` is
+        deleted and written again (this Manager owns it), and never costs the heartbeat."""
+        if not await still_in_charge(self):
+            return
         c = self.config
         shape = self.steering.shape
         run: dict[Any, Any] = {
@@ -91,15 +106,17 @@ class Manager:
             "run_time_s": c.run_time_s if c.run_time_s is not None else "",
             "host": c.host or "",
             "hash": self.roster.full_hash,
+            "fingerprint": self.fingerprint,
             "started_at": self.started_at or "",
             "stop_reason": self.stop_reason,
             "epoch": self.steering.epoch,  # Workers read the (large) shape key only when this grows
             "updated_at": self.link.now(),
         }
+        beat = ManagerBeat(self.run_id, self.link.now(), self.owner)
+        signed_run = sign_run(self.auth, self.run_id, run)  # with a secret: signed fields and a MAC
         async with self.link.client.pipeline(transaction=False) as p:
-            p.set(self.keys.manager, ManagerBeat(self.run_id, self.link.now()).to_bytes(self.auth),
-                  ex=K.HEARTBEAT_TTL_S)  # fmt: skip
-            p.hset(self.keys.run, mapping=sign_run(self.auth, self.run_id, run))
+            p.set(self.keys.manager, beat.to_bytes(self.auth), ex=K.HEARTBEAT_TTL_S)
+            p.hset(self.keys.run, mapping=signed_run)
             p.set(self.keys.shape, self.steering.message().to_bytes(self.auth), ex=K.LONG_TTL_S)
             if self.state == K.WAITING:
                 for w in self.roster.workers.values():
@@ -107,7 +124,14 @@ class Manager:
                           ex=K.LONG_TTL_S)  # fmt: skip
             for key in self.keys.run_scoped():
                 p.expire(key, K.LONG_TTL_S)
-            await p.execute()
+            res = self.link.replies("sending the manager heartbeat", await p.execute(raise_on_error=False))
+        if is_wrong_type(res[1]):
+            log.warning("the run key held another kind of value: deleted, written again")
+            async with self.link.client.pipeline(transaction=False) as p:
+                p.delete(self.keys.run)
+                p.hset(self.keys.run, mapping=signed_run)
+                p.expire(self.keys.run, K.LONG_TTL_S)
+                await p.execute()
 
     async def _beat_loop(self) -> None:
         while True:
@@ -120,24 +144,11 @@ class Manager:
                 return
             await asyncio.sleep(K.HEARTBEAT_S)
 
-    async def check_other_manager(self) -> None:
-        raw = await self.link.client.get(self.keys.manager)
-        if raw is None:
-            return
-        try:
-            beat = ManagerBeat.from_bytes(raw)
-        except ProtocolError:
-            return
-        if beat.run_id != self.run_id and self.link.now() - beat.at < K.HEARTBEAT_TTL_S:
-            raise LoadTestError(
-                f"another manager is running gaggle {self.config.gaggle!r} on this Redis; "
-                "use --gaggle NAME to run a second test beside it"
-            )
-
-    async def reset(self) -> None:
-        known = await self.link.client.hkeys(self.keys.workers)
-        stale = [self.keys.assign(as_text(wid)) for wid in known]
-        await self.link.client.delete(*self.keys.run_scoped(), *self.keys.view_scoped(), *stale)
+    def check_fatal(self) -> None:
+        """A task found that Redis refuses us for good (an ACL): stop, and say so at the end."""
+        if self.link.fatal is not None and self.fatal is None:
+            self.fatal = self.link.fatal
+            self.request_stop(str(self.link.fatal))
 
     # -- the barrier and the start ---------------------------------------------
 
@@ -145,7 +156,11 @@ class Manager:
         log.info("waiting for %d workers", self.config.expect_workers)
         roster = self.roster
         while not self.stop_event.is_set():
+            self.check_fatal()
+            admitted = len(roster.workers)
             await self.link.attempt("scanning registrations", roster.scan_registrations)
+            if len(roster.workers) != admitted:
+                await self.checkpoints.flush()  # a Manager restarted now keeps these Workers
             await self.link.attempt("scanning the barrier", roster.scan_ready)
             await roster.check_liveness()
             roster.drop_lost_before_start()
@@ -163,6 +178,7 @@ class Manager:
         self.steering.set_slots(self.roster.slot_holders())
         self.state = K.RUNNING
         await self.write_state()  # the shape is written with the run state: a Worker that sees one sees both
+        await self.checkpoints.flush()
         await self.link.client.publish(self.keys.control, K.WAKE_START)
         at = time.strftime("%H:%M:%S", time.localtime(self.link.local(self.steering.started_at)))
         log.info("all %d workers ready: the gaggle starts at %s", self.config.expect_workers, at)
@@ -172,9 +188,9 @@ class Manager:
 
     async def run(self) -> int:
         install_stop_handlers(lambda signame: self.request_stop(f"{signame} on the manager"))
-        await self.check_other_manager()
-        await self.reset()
+        await begin(self)
         await self.write_state()
+        await self.checkpoints.flush()
         c = self.config
         log.info("gaggle %r on Redis %s (run %s)", c.gaggle, self.link.safe_url, self.run_id)
         if self.auth.enabled:
@@ -187,24 +203,29 @@ class Manager:
         self.wake.start()
         beat = asyncio.create_task(self._beat_loop())
         reader = asyncio.create_task(self.merger.read_loop())
+        committer = asyncio.create_task(self.checkpoints.loop())
         view = LiveView(c, self.steering.shape.end_s)
         try:
-            if await self.wait_for_workers():
+            if self.state == K.WAITING and await self.wait_for_workers():
                 view.config, view.planned_s = self.config, self.steering.shape.end_s  # commands before the start
                 await self.start()
+            if self.state == K.RUNNING:
                 await self.run_phase(view)
-            await self.stop_phase()
-            if self.started_at is not None:
+            if not self.deposed:
+                await self.stop_phase()
+            if self.started_at is not None and not self.deposed:
                 self.tick(view, tables=False)  # the final totals, for the line left on screen
         finally:
             view.close()
-            await cancel_and_wait(beat, reader)
+            await cancel_and_wait(beat, reader, committer)
             await self.wake.stop()
+        self.check_fatal()
         if self.fatal is not None:
             raise self.fatal
         if self.started_at is None:
             log.log(NOTICE, "the gaggle never started: %s", self.stop_reason)
             await self.desk.publish_final(None)
+            await self.link.attempt("closing the run", self.close_run)
             return 0
         now = time.time()
         log.info("printing metrics after %.0f seconds...", now - self.link.local(self.started_at))
@@ -279,10 +300,13 @@ class Manager:
         while not self.stop_event.is_set():
             await self.wake.wait(K.POLL_S)
             await self.desk.poll()
+            self.check_fatal()
             # Workers that come after the start are told to exit (the gaggle is full).
             await self.link.attempt("scanning registrations", self.roster.scan_registrations)
             if await self.roster.check_liveness():
                 await self.resplit()
+            if any(w.lost for w in self.roster.workers.values()):
+                await self.link.attempt("forgetting lost workers", self.roster.forget_lost)
             await self.link.attempt("reading stop requests", self.check_stop_request)
             workers = list(self.roster.workers.values())
             if c.iterations is not None and all(w.lost or w.ledger.final_seq is not None for w in workers):
@@ -341,22 +365,18 @@ class Manager:
         )
 
     async def check_stop_request(self) -> None:
-        raw = await self.link.client.get(self.keys.stop)
-        if raw is None:
-            return
-        try:
-            req = StopRequest.from_bytes(raw, self.auth, run_id=self.run_id, now=self.link.now())
-        except Unauthenticated:
-            return  # counted, and the first of its kind logged
-        except ProtocolError as exc:
+        got = await read_stop(self.link, self.keys, self.auth, self.run_id, self.link.now())
+        if got.wrong_type:  # the run's key: delete it, so a Worker's request can land there
+            await self.link.client.delete(self.keys.stop)
+        elif got.junk is not None:
             if "stop" not in self.roster.bad:
                 self.roster.bad.add("stop")
-                log.warning("ignoring a malformed stop request: %s", exc)
-            return
-        self.request_stop(req.describe())
+                log.warning("ignoring a malformed stop request: %s", got.junk)
+        elif got.request is not None:
+            self.request_stop(got.request.describe())
 
     async def stop_phase(self) -> None:
-        self.stopping_at = self.link.now()
+        self.stopping_at = self.stopping_at or self.link.now()  # an adopted run keeps its own
         self.state = K.STOPPING
         await self.link.attempt("broadcasting EXIT", self._broadcast_exit)
         if self.started_at is None:
@@ -367,6 +387,9 @@ class Manager:
         deadline = time.monotonic() + self.config.final_wait_s
         exited: set[str] = set()
         while time.monotonic() < deadline:
+            self.check_fatal()
+            if self.fatal is not None:
+                break
             for w in self.roster.by_index():
                 if w.ledger.complete and w.id not in exited:
                     exited.add(w.id)
@@ -378,6 +401,7 @@ class Manager:
             await self.desk.poll()  # refused: the run is over
             await self.desk.publish_snapshot()
             await asyncio.sleep(0.2)
+        await self.checkpoints.flush()  # acknowledge the final deltas: the Workers wait for that
         if all(w.ledger.complete for w in self.roster.workers.values()):
             log.info("all workers have exited")
         for w in self.roster.workers.values():
@@ -393,17 +417,22 @@ class Manager:
 
     async def _broadcast_exit(self) -> None:
         await self.write_state()
-        await self.link.client.publish(self.keys.control, K.WAKE_EXIT)
+        if not self.deposed:
+            await self.link.client.publish(self.keys.control, K.WAKE_EXIT)
 
     async def close_run(self) -> None:
+        if not await still_in_charge(self):
+            return
+        await self.roster.forget_lost()
         async with self.link.client.pipeline(transaction=False) as p:
             done = {"run_id": self.run_id, "state": K.DONE, "stop_reason": self.stop_reason,
                     "ended_at": self.link.now()}  # fmt: skip
             p.hset(self.keys.run, mapping=sign_run(self.auth, self.run_id, done))
             for key in self.keys.run_scoped():
                 p.expire(key, K.LONG_TTL_S)
-            p.delete(self.keys.manager, *[self.keys.assign(w) for w in self.roster.workers])
-            await p.execute()
+            # The run is over: nothing to adopt any more (and it may hold a long series).
+            p.delete(self.keys.manager, self.keys.checkpoint, *[self.keys.assign(w) for w in self.roster.workers])
+            self.link.replies("closing the run", await p.execute(raise_on_error=False))
 
 
 async def run_manager(config: Config, load_test: LoadTest) -> int:

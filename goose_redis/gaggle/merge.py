@@ -1,9 +1,10 @@
-"""The Manager's merge: read the metrics stream, merge each (worker, seq) once, acknowledge.
+"""The Manager's merge: read the metrics stream, merge each (worker, seq) once.
 
 Workers send deltas at least once (re-sent until acknowledged); the ledger makes the
 merge exactly-once. A delta sent before the metrics reset lands in ``ramp``, the rest
 in ``metrics``; every delta's series lands in the charts. One bad entry is counted and
-skipped, never the end of intake.
+skipped, never the end of intake. Acknowledging (and trimming the stream) is the
+checkpoint's job (``checkpoint.py``): only what a checkpoint covers is acknowledged.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 from ..metrics import Metrics
 from . import keys as K
-from .link import RedisLink, shift_series
-from .protocol import MetricsEntry, ProtocolError, Unauthenticated, ack_value
+from .link import RedisLink, is_wrong_type, shift_series
+from .protocol import MetricsEntry, ProtocolError, Unauthenticated
 from .roster import Roster
 
 log = logging.getLogger("goose_redis.gaggle.manager")
@@ -38,35 +39,39 @@ class Merger:
         self.ramp = Metrics()
         self.bad_entries = 0
         self.last_id: bytes | str = b"0-0"
-        self.seen_outages = 0
+        self.seen_outages = link.outages
+        self.handled = 0  # entries of known Workers read (duplicates too): the acks may need writing again
+        self.repaired = False
 
     async def read_loop(self) -> None:
         while True:
             if self.link.outages != self.seen_outages:
                 self.seen_outages = self.link.outages
                 self.last_id = b"0-0"  # Redis may have restarted: read it all again, the ledger dedups
-            resp: Any = await self.link.attempt(
-                "reading metrics",
-                lambda: self.link.client.xread({self.keys.metrics: self.last_id}, count=200, block=K.XREAD_BLOCK_MS),
-            )
+            resp: Any = await self.link.attempt("reading metrics", self._read)
             if not resp:
-                if not self.link.up:
-                    await asyncio.sleep(0.5)
+                if not self.link.up or resp is None:
+                    await asyncio.sleep(0.5)  # Redis away, or it refused the read: no busy loop
                 continue
-            changed: set[str] = set()
             for _stream, entries in resp:
                 for entry_id, fields in entries:
                     self.last_id = entry_id
-                    wid = self.handle_entry(fields)
-                    if wid is not None:
-                        changed.add(wid)
-            if changed:
-                await self.link.attempt("acknowledging metrics", lambda ids=changed: self._ack(ids))  # type: ignore[misc]
+                    if self.handle_entry(fields) is not None:
+                        self.handled += 1
 
-    async def _ack(self, changed: set[str]) -> None:
-        workers = self.roster.workers
-        await self.link.client.hset(self.keys.acks, mapping={
-            wid: ack_value(self.auth, self.run_id, wid, workers[wid].ledger.watermark) for wid in changed})  # fmt: skip
+    async def _read(self) -> Any:
+        try:
+            return await self.link.client.xread({self.keys.metrics: self.last_id}, count=200, block=K.XREAD_BLOCK_MS)
+        except Exception as exc:
+            if not is_wrong_type(exc):
+                raise
+        # The stream key holds a string, a hash...: no Worker can add to it. It holds no
+        # delta, so delete it; the Workers send again whatever was not acknowledged.
+        if not self.repaired:
+            self.repaired = True
+            log.warning("the metrics stream held another kind of value: deleted it; the workers send again")
+        await self.link.client.delete(self.keys.metrics)
+        return None
 
     def handle_entry(self, fields: dict[bytes, bytes]) -> str | None:
         """Merge one stream entry; never raises, so one bad entry cannot stop intake."""

@@ -100,9 +100,12 @@ class Outbox:
         for p in self.pending:
             if p.sent_at:
                 continue
-            add = functools.partial(
-                self.link.client.xadd, self.keys.metrics, p.fields, maxlen=K.STREAM_MAXLEN, approximate=True
-            )
-            if await self.link.attempt("sending metrics", add) is None:
+            if await self.link.attempt("sending metrics", functools.partial(self._add, p.fields)) is None:
                 return  # keep it; the next round retries
             p.sent_at = time.monotonic()
+
+    async def _add(self, fields: dict[Any, Any]) -> list[Any]:
+        async with self.link.client.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.keys.metrics, fields, maxlen=K.STREAM_MAXLEN, approximate=True)
+            pipe.expire(self.keys.metrics, K.LONG_TTL_S)  # a stream this creates never outlives the run
+            return list(await pipe.execute())

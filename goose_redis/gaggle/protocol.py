@@ -159,6 +159,7 @@ class Registration(Message):
     pid: int
     hash: str
     at: float
+    run_id: str | None = None  # set once assigned: a later run's Manager must not take it in
 
     RUN_FIELD: ClassVar[str | None] = None
     DATE_FIELD: ClassVar[str | None] = "at"
@@ -309,6 +310,7 @@ class StopRequest(Message):
 class ManagerBeat(Message):
     run_id: str
     at: float
+    owner: str = ""  # this Manager process: a restarted Manager adopts the run id, not the owner
 
     IDENTITY_FIELD: ClassVar[str | None] = "run_id"
 

@@ -91,6 +91,8 @@ class Roster:
         self.workers: dict[str, WorkerState] = {}
         self.refused: set[str] = set()
         self.bad: set[str] = set()
+        self.forgotten: set[str] = set()  # lost Workers whose registration was removed
+        self.foreign: set[tuple[str, str]] = set()  # (worker, run) registrations of another run, logged
         self.open = True  # admitting Workers (the barrier has not opened yet)
 
     def by_index(self) -> list[WorkerState]:
@@ -123,15 +125,10 @@ class Roster:
         new = [(wid, raw) for wid, raw in new if wid not in self.workers and wid not in self.refused]
         if not new:
             return
-        async with self.link.client.pipeline(transaction=False) as p:
-            for wid, _ in new:
-                p.exists(self.keys.heartbeat(wid))
-            alive = await p.execute()
-        dead = [wid for (wid, _), is_alive in zip(new, alive, strict=True) if not is_alive]
-        if dead:  # registrations left by Workers killed with -9: no later Manager should poll them
-            await self.link.client.hdel(self.keys.workers, *dead)
-        for (wid, raw), is_alive in zip(new, alive, strict=True):
-            if not is_alive:
+        alive = await self.alive([wid for wid, _ in new])
+        await self.forget([wid for wid, _ in new if wid not in alive])
+        for wid, raw in new:
+            if wid not in alive:
                 continue
             try:
                 reg = Registration.from_bytes(raw, self.auth, worker=wid, now=self.link.now())
@@ -142,7 +139,38 @@ class Roster:
                     self.bad.add(wid)
                     log.warning("ignoring a malformed worker registration %r: %s", wid, exc)
                 continue
+            if reg.run_id is not None and reg.run_id != self.run_id:
+                # A Worker of an earlier run, whose Manager is gone: that run is over. It sees a
+                # new run id in `run` and stops (or, still at that run's barrier, registers
+                # again without a run id, and is taken in then); it takes no place now.
+                if (wid, reg.run_id) not in self.foreign:
+                    self.foreign.add((wid, reg.run_id))
+                    log.log(NOTICE, "worker %s from %s belongs to run %s, which is over: not admitted",
+                            wid, reg.host, reg.run_id)  # fmt: skip
+                continue
             await self.admit(wid, reg)
+
+    async def alive(self, ids: list[str]) -> set[str]:
+        """The ids whose heartbeat key exists."""
+        if not ids:
+            return set()
+        async with self.link.client.pipeline(transaction=False) as p:
+            for wid in ids:
+                p.exists(self.keys.heartbeat(wid))
+            found = await p.execute()
+        return {wid for wid, n in zip(ids, found, strict=True) if n}
+
+    async def forget(self, dead: list[str]) -> None:
+        """Registrations of Workers killed with -9 (no heartbeat key): no later Manager should poll them."""
+        if dead:
+            await self.link.client.hdel(self.keys.workers, *dead)
+
+    async def forget_lost(self) -> None:
+        """Lost Workers whose heartbeat key has expired too: they are gone for good (kill -9)."""
+        lost = [w.id for w in self.workers.values() if w.lost and w.id not in self.forgotten]
+        gone = [wid for wid in lost if wid not in await self.alive(lost)]
+        await self.forget(gone)
+        self.forgotten.update(gone)
 
     async def admit(self, wid: str, reg: Registration) -> None:
         if self.config.hash_check and reg.hash != self.full_hash:
@@ -210,7 +238,11 @@ class Roster:
             return False
         now = time.monotonic()
         changed = False
-        for w, (hb, users) in zip(watched, self.heartbeat_rows(rows, watched), strict=True):
+        for w, row in zip(watched, self.heartbeat_rows(rows, watched), strict=True):
+            if row is None:
+                w.silence.blind()  # its hash is of the wrong type (the Worker repairs it): no news
+                continue
+            hb, users = row
             try:
                 w.active_users = int(users) if users is not None else w.active_users
             except ValueError:
@@ -223,6 +255,7 @@ class Roster:
                           w.index, w.host, quiet, w.requests)  # fmt: skip
             elif w.lost and quiet == 0.0:
                 w.lost = False
+                self.forgotten.discard(w.id)
                 changed = True
                 log.log(NOTICE, "worker %d (%s) is back: it takes its share of the users again", w.index, w.host)
         return changed
@@ -231,16 +264,19 @@ class Roster:
         async with self.link.client.pipeline(transaction=False) as p:
             for w in watched:
                 p.hmget(self.keys.worker(w.id), list(HEARTBEAT_FIELDS))
-            return list(await p.execute(raise_on_error=False))
+            return self.link.replies("checking heartbeats", list(await p.execute(raise_on_error=False)))
 
-    def heartbeat_rows(self, rows: list[Any], watched: list[WorkerState]) -> list[tuple[Any, Any]]:
-        """(hb, users) per Worker. A refused read (a key of the wrong type) counts as no news, not
-        as a crash; so does, with a secret, a heartbeat that is not signed or not newer than the
-        last one (replaying two old ones in turn must not keep a lost Worker alive)."""
-        out: list[tuple[Any, Any]] = []
+    def heartbeat_rows(self, rows: list[Any], watched: list[WorkerState]) -> list[tuple[Any, Any] | None]:
+        """(hb, users) per Worker; None for a refused read (a key of the wrong type: the Worker
+        repairs it; meanwhile we saw nothing). With a secret, a heartbeat that is not signed or not
+        newer than the last one is no news (replaying two old ones in turn must not keep a lost
+        Worker alive)."""
+        out: list[tuple[Any, Any] | None] = []
         for w, r in zip(watched, rows, strict=True):
             if not (isinstance(r, list) and len(r) == len(HEARTBEAT_FIELDS)):
-                out.append((None, None))
+                if isinstance(r, BaseException):
+                    self.link.note_refused("checking heartbeats", r)
+                out.append(None)
                 continue
             try:
                 got = read_heartbeat(self.auth, w.id, r)

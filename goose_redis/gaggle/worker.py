@@ -31,27 +31,20 @@ from ..shape import IDLE, Slot
 from ..signals import install_stop_handlers
 from . import keys as K
 from .auth import REPLAYED, Auth, SecretCheck
-from .link import RedisGone, RedisLink, Wakeup, cancel_and_wait, run_linked
+from .link import RedisGone, RedisLink, RedisRefused, Wakeup, cancel_and_wait, run_linked
 from .outbox import Outbox, sketches_due
-from .protocol import (
-    Assignment,
-    ManagerBeat,
-    ProtocolError,
-    Registration,
-    ShapeMessage,
-    StopRequest,
-    Unauthenticated,
-    read_run,
-    sign_heartbeat,
-)
+from .presence import Presence
+from .protocol import Assignment, ProtocolError, ShapeMessage, StopRequest, Unauthenticated, as_text, read_run
 from .silence import Silence
+from .stopkey import read_stop, write_stop
 
 log = logging.getLogger("goose_redis.gaggle.worker")
 
 EXIT_OK, EXIT_ERROR = 0, 1
+REJOIN = -1  # the run this Worker waited to start is over: register for the next one
 
 
-class Worker:
+class Worker(Presence):
     def __init__(self, config: Config, load_test: LoadTest, link: RedisLink) -> None:
         self.config = config
         self.full_test = load_test
@@ -82,93 +75,30 @@ class Worker:
         self.shape_cause = ""  # the last control command (or re-split) logged
         self.start_at = 0.0
         self._tell_task: asyncio.Task[None] | None = None
+        self.stop_msg: StopRequest | None = None  # our stop request, kept in Redis until the run stops
+        self.orphaned = False  # a new Manager started another run: ours is over
+        self.repaired: set[str] = set()
         self.event_logs = contextlib.ExitStack()  # --transaction-log, --scenario-log, --error-log; closed in run()
 
     @property
     def label(self) -> str:
         return f"worker {self.assignment.index}" if self.assignment else "a worker"
 
-    # -- Redis writes -----------------------------------------------------
-
-    def registration(self) -> bytes:
-        reg = Registration(self.id, self.host, os.getpid(), self.full_test.full_hash(), self.link.now())
-        return reg.to_bytes(self.auth, worker=self.id)
-
-    async def beat(self) -> bool:
-        """Heartbeat, and re-assert every fact this Worker owns (a restarted Redis forgets them)."""
-        k = self.keys
-        requests, failures = self.outbox.totals()
-        fields: dict[Any, Any] = {
-            "state": self.state,
-            "host": self.host,
-            "pid": os.getpid(),
-            "index": self.assignment.index if self.assignment else 0,
-            "users": self.runner.active if self.runner else 0,
-            "requests": requests,
-            "failures": failures,
-            "hb": self.link.now(),
-        }
-        self.last_beat = {"hb": fields["hb"], "users": fields["users"]}
-        async with self.link.client.pipeline(transaction=False) as p:
-            p.set(k.heartbeat(self.id), self.link.now(), ex=K.HEARTBEAT_TTL_S)
-            p.hset(k.worker(self.id), mapping=sign_heartbeat(self.auth, self.id, fields))
-            p.expire(k.worker(self.id), K.LONG_TTL_S)
-            if self.state not in ("done", "exited"):
-                p.hset(k.workers, self.id, self.registration())
-            if self.state == "ready":
-                p.sadd(k.ready, self.id)
-            p.hget(k.acks, self.id)
-            p.get(k.manager)
-            res = await p.execute(raise_on_error=False)
-        ack, beat = res[-2], res[-1]
-        self.outbox.on_ack(None if isinstance(ack, Exception) else ack)
-        self._on_manager_beat(None if isinstance(beat, Exception) else beat)
-        return True
-
-    def _on_manager_beat(self, raw: object) -> None:
-        value = None
-        verified: bool | None = None
-        if raw is not None:
-            try:
-                beat = ManagerBeat.from_bytes(raw, self.auth)
-            except Unauthenticated:
-                verified = False
-            except ProtocolError as exc:
-                self._warn_once("beat", "ignoring a malformed manager heartbeat: %s", exc)
-            else:
-                verified = True
-                if self.assignment is None or beat.run_id == self.assignment.run_id:
-                    value = beat.at
-                    self.manager_seen = True
-        self.manager_silence.observe(value, time.monotonic())
-        if self.assignment is None and self.refused_by is None:  # say so and exit rather than wait for ever
-            self.refused_by = self.secret_check.observe(verified, time.monotonic())
-            if self.refused_by is not None:
-                log.error("%s", self.refused_by)
-                self.local_stop.set()
-                self.wake.event.set()
-
-    def _warn_once(self, what: str, msg: str, *args: Any) -> None:
-        if what not in self.bad_logged:  # junk stays where it is: say so once, not every poll
-            self.bad_logged.add(what)
-            log.warning(msg, *args)
-
     # -- phases -----------------------------------------------------------
 
     async def run(self) -> int:
-        install_stop_handlers(self._on_signal)
+        install_stop_handlers(self._on_signal, self.pending_tell)
         self.wake.start()
         beat_task = asyncio.create_task(self._beat_loop())
         try:
-            await self.link.attempt("registering", self.register)
-            log.info("registered as %s in gaggle %r; waiting for the manager", self.id, self.config.gaggle)
-            code = await self._wait_for_assignment()
-            if code is not None:
-                return code
-            code = await self._wait_for_start()
-            if code is not None:
-                return code
-            return await self._run_load()
+            code = await self._phases()
+            if self.link.fatal is not None:  # whichever task met it: one Error: line, exit 1
+                raise self.link.fatal
+            return code
+        except RedisRefused:
+            if self.runner is not None:
+                self.runner.stop("Redis refused us")
+            raise  # one Error: line, exit 1 (run_linked)
         except RedisGone as exc:
             log.error("%s", exc)
             if self.runner is not None:
@@ -185,31 +115,19 @@ class Worker:
             self.event_logs.close()
             self.auth.refusals.log_summary()
 
-    async def register(self) -> None:
-        async with self.link.client.pipeline(transaction=False) as p:
-            p.hset(self.keys.workers, self.id, self.registration())
-            p.set(self.keys.heartbeat(self.id), self.link.now(), ex=K.HEARTBEAT_TTL_S)
-            p.publish(self.keys.control, K.WAKE_REGISTER)
-            await p.execute()
-
-    async def _unregister(self) -> None:
-        self.state = "exited" if self.state != "done" else "done"
-
-        async def drop() -> None:
-            async with self.link.client.pipeline(transaction=False) as p:
-                p.hdel(self.keys.workers, self.id)
-                p.delete(self.keys.heartbeat(self.id))
-                p.srem(self.keys.ready, self.id)
-                last: dict[Any, Any] = {"state": self.state}
-                if self.auth.enabled:  # re-signed: our last word must not read as a forgery
-                    last = sign_heartbeat(self.auth, self.id, {**self.last_beat, "state": self.state})
-                p.hset(self.keys.worker(self.id), mapping=last)
-                await p.execute(raise_on_error=False)
-
-        try:
-            await asyncio.wait_for(self.link.attempt("unregistering", drop), 3.0)
-        except (TimeoutError, RedisGone):
-            pass
+    async def _phases(self) -> int:
+        await self.link.attempt("registering", self.register)
+        log.info("registered as %s in gaggle %r; waiting for the manager", self.id, self.config.gaggle)
+        while True:
+            code = await self._wait_for_assignment()
+            if code is not None:
+                return code
+            code = await self._wait_for_start()
+            if code != REJOIN:
+                break
+        if code is not None:
+            return code
+        return await self._run_load()
 
     def _on_signal(self, signame: str) -> None:
         self.stop_reason = f"{signame} on {self.label}"
@@ -220,6 +138,10 @@ class Worker:
             if self._tell_task is None and not self.manager_gone:
                 self._tell_task = asyncio.get_running_loop().create_task(self._request_stop(self.stop_reason))
         self.wake.event.set()
+
+    def pending_tell(self) -> asyncio.Task[None] | None:
+        """The stop request on its way to Redis: a second Ctrl-C lets it land before exiting."""
+        return self._tell_task
 
     async def _beat_loop(self) -> None:
         while True:
@@ -250,7 +172,7 @@ class Worker:
     async def _wait_for_assignment(self) -> int | None:
         waiting_logged = False
         started = time.monotonic()
-        while not self.local_stop.is_set():
+        while not self.local_stop.is_set() and self.link.fatal is None:
             a = await self._read_assignment()
             if a is not None:
                 if a.refuse is not None:
@@ -272,20 +194,11 @@ class Worker:
         set_prefix(f"[{a.index}] ")
         chosen = filter_scenarios(self.full_test.all_scenarios, a.scenarios)
         self.load_test = LoadTest(chosen, self.full_test.all_scenarios)
-        self.manager_silence.reset()
+        self.manager_silence = Silence(cap_s=2 * K.HEARTBEAT_S)  # judge this run's Manager from now on
         log.info("worker %d connected: %d of %d users (worker %d of %d)", a.index, a.users, a.total_users, a.index,
                  a.workers)  # fmt: skip
         log.info("%d users initialized; waiting for the go-ahead", a.users)
         self.state = "ready"
-
-    def _manager_missing(self) -> bool:
-        """The Manager's heartbeat has not changed for the grace period, counting only
-        time we could watch it (our own stalls and Redis's do not count)."""
-        gone = self.manager_silence.quiet_s > self.config.manager_grace_s
-        if gone and not self.manager_gone:
-            self.manager_gone = True
-            log.error("manager went away (no heartbeat for %.0fs); stopping", self.manager_silence.quiet_s)
-        return gone
 
     async def _read_run(self) -> dict[Any, Any] | None:
         run = await self.link.attempt("reading the run state", lambda: self.link.client.hgetall(self.keys.run))
@@ -324,14 +237,25 @@ class Worker:
 
     async def _wait_for_start(self) -> int | None:
         assert self.assignment is not None
-        await self.link.attempt("joining the barrier", self.beat)  # SADD ready, and the (signed) state "ready"
+        await self.link.attempt("joining the barrier", self._join_barrier)
+        await self.link.attempt("joining the barrier", self.beat)  # our (signed) state "ready" with it
         await self.link.attempt(
             "waking the manager", lambda: self.link.client.publish(self.keys.control, K.WAKE_REGISTER)
         )
         while not self.local_stop.is_set():
+            if self.link.fatal is not None:
+                raise self.link.fatal
             if self._manager_missing():
                 return EXIT_ERROR
             run = await self._read_run()
+            other = self._other_run(run)
+            if other is not None:
+                log.log(NOTICE, "run %s is over (a new manager started run %s): registering again",
+                        self.assignment.run_id, other)  # fmt: skip
+                self.assignment, self.state = None, "registered"
+                set_prefix("")
+                await self.link.attempt("registering", self.register)
+                return REJOIN
             if run and run.get(b"run_id", b"").decode(errors="replace") == self.assignment.run_id:
                 state = run.get(b"state", b"").decode(errors="replace")
                 if state == K.RUNNING:
@@ -345,6 +269,17 @@ class Worker:
                     return EXIT_OK
             await self.wake.wait(K.POLL_S / 2)
         return EXIT_OK
+
+    def _other_run(self, run: dict[Any, Any] | None) -> str | None:
+        """The id of another run in `run`: a new Manager started one, so ours is over."""
+        rid = as_text(run.get(b"run_id")) if run else ""
+        return rid if rid and self.assignment is not None and rid != self.assignment.run_id else None
+
+    async def _join_barrier(self) -> None:
+        async with self.link.client.pipeline(transaction=False) as p:
+            p.sadd(self.keys.ready, self.id)
+            p.expire(self.keys.ready, K.LONG_TTL_S)  # a set this creates never outlives the run
+            await p.execute()
 
     def _make_runner(self, msg: ShapeMessage) -> None:
         a = self.assignment
@@ -415,6 +350,8 @@ class Worker:
         finally:
             await cancel_and_wait(watch_task, flush_task)
         self.state = "stopping"
+        if self.orphaned or self.link.fatal is not None:
+            return EXIT_ERROR  # nobody will merge what we would send
         if self.stop_reason and not self.manager_gone and self._tell_task is None:
             await self._request_stop(self.stop_reason)
         self.outbox.cut(run_id, self._phase(), final=True)
@@ -431,19 +368,10 @@ class Worker:
         return "ramp" if self.in_ramp and shape is not None and shape.reset_s is not None else "steady"
 
     async def _request_stop(self, reason: str) -> None:
+        self.stop_msg = msg = StopRequest(self.label, reason, self.link.now())
         run = self.assignment.run_id if self.assignment else ""
-        msg = StopRequest(self.label, reason, self.link.now()).to_bytes(self.auth, run_id=run)
-
-        async def tell() -> None:
-            c = self.link.client
-            if not await c.set(self.keys.stop, msg, nx=True, ex=K.LONG_TTL_S):
-                try:  # the first stop request wins, but junk (or a forgery) in its place must not silence ours
-                    StopRequest.from_bytes(await c.get(self.keys.stop), self.auth, run_id=run, now=self.link.now())
-                except ProtocolError:
-                    await c.set(self.keys.stop, msg, ex=K.LONG_TTL_S)
-            await c.publish(self.keys.control, K.WAKE_EXIT)
-
-        await self.link.attempt("asking the gaggle to stop", tell)
+        await self.link.attempt("asking the gaggle to stop",
+                                lambda: write_stop(self.link, self.keys, msg, self.auth, run))  # fmt: skip
         log.log(NOTICE, "asked the gaggle to stop: %s", reason)
 
     async def _watch(self, runner: Engine) -> None:
@@ -451,29 +379,37 @@ class Worker:
         assert self.assignment is not None
         while not runner.stop_event.is_set():
             await self.wake.wait(K.POLL_S)
+            if self.link.fatal is not None:
+                runner.stop("Redis refused us")
+                return
             if self._manager_missing():
                 runner.stop("manager went away")
                 return
             run = await self._read_run()
+            other = self._other_run(run)
+            if other is not None:
+                self.orphaned = True
+                log.error("run %s is over: a new manager started run %s; stopping without sending more metrics",
+                          self.assignment.run_id, other)  # fmt: skip
+                runner.stop(f"run {self.assignment.run_id} is over")
+                return
             await self._follow_shape(run)
             if run and run.get(b"state", b"").decode(errors="replace") in (K.STOPPING, K.DONE):
                 reason = run.get(b"stop_reason", b"").decode(errors="replace") or "the manager"
                 log.log(NOTICE, "received EXIT (%s)", reason)
                 runner.stop(f"EXIT: {reason}")
                 return
-            stop_raw = await self.link.attempt("reading stop requests", lambda: self.link.client.get(self.keys.stop))
-            if stop_raw is not None:
-                try:
-                    req = StopRequest.from_bytes(stop_raw, self.auth, run_id=self.assignment.run_id,
-                                                 now=self.link.now())  # fmt: skip
-                except Unauthenticated:
-                    pass  # counted, the first logged
-                except ProtocolError as exc:
-                    self._warn_once("stop", "ignoring a malformed stop request: %s", exc)
-                else:
-                    log.log(NOTICE, "received EXIT (%s)", req.describe())
-                    runner.stop(f"EXIT: {req.describe()}")
-                    return
+            got = await self.link.attempt(
+                "reading stop requests",
+                lambda: read_stop(self.link, self.keys, self.auth, self.assignment.run_id if self.assignment else "",
+                                  self.link.now()),
+            )  # fmt: skip
+            if got is not None and got.junk is not None:
+                self._warn_once("stop", "ignoring a malformed stop request: %s", got.junk)
+            elif got is not None and got.request is not None:
+                log.log(NOTICE, "received EXIT (%s)", got.request.describe())
+                runner.stop(f"EXIT: {got.request.describe()}")
+                return
 
     async def _flush_loop(self, run_id: str) -> None:
         rounds = 0
@@ -486,15 +422,37 @@ class Worker:
     async def _deliver_final(self) -> bool:
         """Send until the Manager acknowledged the final delta (bounded)."""
         deadline = time.monotonic() + self.config.final_wait_s
+        next_look = time.monotonic() + 1.0
         while self.outbox.pending and time.monotonic() < deadline:
             await self.outbox.send()
-            if self._manager_missing():
+            if self._manager_missing() or self.link.fatal is not None:
                 return False
             await asyncio.sleep(0.1)
             await self.link.attempt("waiting for acknowledgement", self.beat)
+            if self.outbox.pending and time.monotonic() > next_look:
+                next_look = time.monotonic() + 1.0
+                if await self._run_ended_without_us():
+                    return False
         if self.outbox.pending:
             log.error("the manager did not acknowledge the final metrics in %.0fs", self.config.final_wait_s)
             return False
+        return True
+
+    async def _run_ended_without_us(self) -> bool:
+        """The Manager closed the run (or another one started) before acknowledging our final
+        delta: it will never come (say, this Worker was frozen past the end)."""
+        run = await self._read_run()
+        if not run:
+            return False
+        other = self._other_run(run)
+        done = as_text(run.get(b"state")) == K.DONE
+        if other is None and not done:
+            return False
+        await self.link.attempt("waiting for acknowledgement", self.beat)  # the ack is written before `done`
+        if not self.outbox.pending:
+            return False
+        log.error("the run ended without our final metrics (%s): the manager's totals lack them",
+                  f"a new manager started run {other}" if other else "it is done")  # fmt: skip
         return True
 
 
