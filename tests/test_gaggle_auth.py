@@ -166,9 +166,11 @@ def test_a_signed_gaggle_refuses_forgeries_and_replays(
     for text in ("refused an unauthenticated registration", "refused an unauthenticated stop request",
                  "refused an unauthenticated metrics entry"):  # fmt: skip
         assert count(manager, text) == 1, manager.output()
-    # Nothing else: no real Worker's message was taken for a forgery.
+    # Nothing else: no real Worker's message was taken for a forgery. (The forged run state and
+    # heartbeat, which the Manager reads to learn whether another Manager replaced it, too.)
     assert refusal_kinds(manager) == {"unauthenticated registration", "unauthenticated stop request",
-                                      "unauthenticated metrics entry"}, manager.output()  # fmt: skip
+                                      "unauthenticated metrics entry", "unauthenticated run state",
+                                      "unauthenticated manager heartbeat"}, manager.output()  # fmt: skip
     assert "refused 2 unauthenticated metrics entries (logged once)" in log
     for w in workers:
         for what in ("stop request", "run state", "acknowledgement", "manager heartbeat"):
@@ -314,7 +316,7 @@ def test_workers_without_the_secret_or_with_another_are_refused(
     finish(manager, [member])
     assert count(manager, "refused an unauthenticated registration") == 1, manager.output()
     assert "refused 2 unauthenticated registrations (logged once)" in manager.stderr.text()
-    assert refusal_kinds(manager) == {"unauthenticated registration"} and refusal_kinds(member) == set()
+    assert refusal_kinds(manager) == {"unauthenticated registration"} and refusal_kinds(member) == set(), manager.output()
     assert [pid_of(s) for s in gaggle.report()["workers"]] == [member.pid]
     assert aggregated(gaggle.report()) == fresh_target.completed_total() > 0
 

@@ -31,7 +31,7 @@ def gaggle(procs: ProcessTracker, redis_url: str, tmp_path: Path) -> Gaggle:
 def acked(server: RedisServer, g: Gaggle, wid: str) -> int:
     """The highest metrics seq the Manager merged for Worker ``wid`` (0 if none yet)."""
     raw = server.client().hget(g.key("acks"), wid)
-    return int(raw) if raw is not None else 0
+    return int(raw.split(b":")[0]) if raw is not None else 0  # (signed: "seq:mac")
 
 
 def final_count(worker: CliProcess) -> int:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from support import CliProcess, CountingTarget, ProcessTracker, RedisServer, run_cli
@@ -23,6 +24,8 @@ from test_gaggle_junk_keys import no_fault_seen
 
 pytestmark = pytest.mark.slow
 
+SECRET = "resume-test-secret-0123456789"
+SIGNED = {"GOOSE_GAGGLE_SECRET": SECRET}
 WORKER_OWNED = ("workers", "worker:", "hb:")  # refreshed by the Workers themselves while they live
 
 
@@ -127,9 +130,10 @@ def restart(gaggle: Gaggle, target: CountingTarget, args: tuple[str, ...], crash
 def test_a_restarted_manager_adopts_the_run_and_it_ends_on_time_with_exact_totals(
     gaggle: Gaggle, redis_server: RedisServer, fresh_target: CountingTarget
 ) -> None:
-    args = ("-r", "50", "-t", "16s", "--no-reset-metrics", "--throttle-requests", "300")
+    """In a signed gaggle, so the checkpoint and the acknowledgements it adopts carry MACs."""
+    args = ("-r", "50", "-t", "16s", "--no-reset-metrics", "--throttle-requests", "300", "--gaggle-secret", SECRET)
     manager = gaggle.manager(fresh_target.url, 4, 2, *args)
-    workers = [gaggle.worker(), gaggle.worker()]
+    workers = [gaggle.worker(env=SIGNED), gaggle.worker(env=SIGNED)]
     ids = [worker_id(w) for w in workers]
     wait_until(lambda: all(acked(redis_server, gaggle, wid) >= 2 for wid in ids), 20, "merged deltas")
     r = redis_server.client()
@@ -241,6 +245,35 @@ TINY_TEST = (
     "async def index(user: User) -> None:\n    await user.get('/')\n\n\n"
     "tiny = Scenario('Tiny').register(Transaction(index))\n"
 )
+
+
+def test_a_forged_checkpoint_is_not_adopted_in_a_signed_gaggle(gaggle: Gaggle, redis_server: RedisServer) -> None:
+    """Someone who can write to Redis but lacks the secret plants a well-formed checkpoint
+    (signed with another secret): the Manager refuses it and starts a fresh run."""
+    r = redis_server.client()
+    r.hset(gaggle.key("run"), mapping={"run_id": "0123456789ab", "state": "running"})
+    r.hset(gaggle.key("checkpoint"), mapping=forged_checkpoint("0123456789ab"))
+    fresh = gaggle.manager("http://127.0.0.1:9", 2, 1, "--gaggle-secret", SECRET)
+    fresh.stderr.wait_for("not resuming run 0123456789ab: it left no readable checkpoint", 10)
+    assert "checkpoint field 'head' refused: its MAC does not match" in fresh.stderr.text(), fresh.output()
+    fresh.stderr.wait_for("waiting for 1 workers", 10)
+    fresh.send_signal(signal.SIGINT)
+    assert fresh.wait(15) == 0, fresh.output()
+
+
+def forged_checkpoint(run_id: str) -> dict[str, bytes]:
+    from goose_redis.gaggle.auth import Auth
+    from goose_redis.gaggle.checkpoint import seal
+    from goose_redis.gaggle.protocol import PROTOCOL_VERSION, ShapeMessage
+    from goose_redis.metrics import Metrics
+
+    other = Auth(b"not-the-gaggle-secret-at-all", "default")
+    shape = orjson.loads(ShapeMessage(run_id, 1, 1.0, [], None, None, 1.0, None, None, []).to_bytes())
+    head = {"v": PROTOCOL_VERSION, "run_id": run_id, "fingerprint": "x", "state": "running", "started_at": 1.0,
+            "stopping_at": None, "stop_reason": "", "shape": shape, "workers": [], "last_id": "0-0",
+            "series": {"i": 1, "keys": []}}  # fmt: skip
+    rows = {"m": Metrics().to_wire(), "r": Metrics().to_wire()}
+    return {name: seal(other, run_id, name, orjson.dumps(doc)) for name, doc in (("head", head), ("rows", rows))}
 
 
 def test_resume_with_nothing_to_resume_fails_with_one_line(redis_url: str, tmp_path: Path) -> None:

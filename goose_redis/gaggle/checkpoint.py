@@ -11,11 +11,16 @@ HSET, so Redis applies all of it or none), and only then acknowledge the deltas 
 covers and trim the stream up to the last id it covers. A Manager killed at any moment
 leaves a checkpoint that covers every acknowledged delta; whatever it merged after that
 is still in the stream or still held by the Workers, and the ledger merges it once.
+
+With a gaggle secret every field ends in ``:MAC`` (of its digest, bound to the run and
+the field's name), so nobody without the secret can plant a checkpoint a restarted
+Manager would adopt: a refused one is logged and the Manager starts a fresh run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ from ..metrics import Metrics, WireError
 from ..series import Bucket, Series
 from ..sketch import sketch_to_wire
 from . import keys as K
+from .auth import BAD_MAC, NO_MAC, UNAUTHENTICATED, Auth, AuthError, Binding, digest
 from .ledger import WorkerLedger
 from .link import RedisLink, is_wrong_type
 from .protocol import PROTOCOL_VERSION, ProtocolError, ShapeMessage, ack_value
@@ -134,16 +140,46 @@ def series_from_fields(interval: int, keys: list[int], fields: dict[bytes, bytes
     return series
 
 
-def parse_checkpoint(fields: dict[bytes, bytes]) -> Checkpoint:
-    """The checkpoint hash as written by ``Checkpointer``; ProtocolError on anything else."""
+def seal(auth: Auth | None, run_id: str, name: str, raw: bytes) -> bytes:
+    """A checkpoint field as written: ``raw``, and with a secret ``:MAC``."""
+    if auth is None or not auth.enabled:
+        return raw
+    return raw + b":" + auth.tag(Binding("checkpoint", run_id, name), {"digest": digest(raw).hex()}).encode()
+
+
+def unseal(auth: Auth | None, run_id: str, name: str, value: bytes) -> bytes:
+    """A checkpoint field's JSON once its MAC is right; ProtocolError when refused."""
+    if auth is None or not auth.enabled:
+        return value
+    raw, sep, got = value.rpartition(b":")
+    binding = Binding("checkpoint", run_id, name)
     try:
-        head = orjson.loads(fields.get(b"head") or b"null")
-        rows = orjson.loads(fields.get(b"rows") or b"null")
+        if not sep:
+            raise auth.refuse("checkpoint", UNAUTHENTICATED, NO_MAC, (binding, value[:80]))
+        want = auth.tag(binding, {"digest": digest(raw).hex()}).encode()
+        if not hmac.compare_digest(got, want):
+            raise auth.refuse("checkpoint", UNAUTHENTICATED, BAD_MAC, (binding, value[:80]))
+    except AuthError as exc:
+        raise ProtocolError(f"checkpoint field {name!r} refused: {exc.reason}") from None
+    return raw
+
+
+def parse_checkpoint(fields: dict[bytes, bytes], auth: Auth | None = None) -> Checkpoint:
+    """The checkpoint hash as written by ``Checkpointer``; ProtocolError on anything else
+    (with a secret: on any field whose MAC is missing or wrong)."""
+    try:
+        sealed_head = fields.get(b"head") or b"null"
+        head = orjson.loads(sealed_head.rpartition(b":")[0] if auth is not None and auth.enabled else sealed_head)
+        run_id = head.get("run_id") if isinstance(head, dict) else None
+        if not isinstance(run_id, str):
+            raise ProtocolError("the checkpoint has no head with a run id")
+        head = orjson.loads(unseal(auth, run_id, "head", sealed_head))
+        rows = orjson.loads(unseal(auth, run_id, "rows", fields.get(b"rows") or b"null"))
         if not isinstance(head, dict) or head.get("v") != PROTOCOL_VERSION or not isinstance(rows, dict):
             raise ProtocolError("the checkpoint has no head or rows of this protocol version")
         shape = ShapeMessage.from_bytes(orjson.dumps(head.get("shape")))
-        run_id, fingerprint, state = head.get("run_id"), head.get("fingerprint"), head.get("state")
-        if not (isinstance(run_id, str) and isinstance(fingerprint, str) and state in K.STATES):
+        fingerprint, state = head.get("fingerprint"), head.get("state")
+        if not (isinstance(fingerprint, str) and state in K.STATES):
             raise ProtocolError("the checkpoint's run id, fingerprint or state is invalid")
         started, stopping = head.get("started_at"), head.get("stopping_at")
         for t in (started, stopping):
@@ -157,7 +193,9 @@ def parse_checkpoint(fields: dict[bytes, bytes]) -> Checkpoint:
         if not isinstance(workers, list) or len(workers) > 100_000:
             raise ProtocolError("the checkpoint's workers are not a list")
         metrics = Metrics.from_wire(rows.get("m"))
-        metrics.series = series_from_fields(series["i"], series["keys"], fields)
+        buckets = {f"s:{k}".encode(): unseal(auth, run_id, f"s:{k}", fields[f"s:{k}".encode()])
+                   for k in series["keys"] if f"s:{k}".encode() in fields}  # fmt: skip
+        metrics.series = series_from_fields(series["i"], series["keys"], buckets)
         return Checkpoint(
             run_id, fingerprint, state, started, stopping, str(head.get("stop_reason") or ""), shape,
             [worker_from_wire(w) for w in workers], str(head.get("last_id") or "0-0"), metrics,
@@ -169,7 +207,7 @@ def parse_checkpoint(fields: dict[bytes, bytes]) -> Checkpoint:
         raise ProtocolError(f"the checkpoint is unreadable: {exc}") from None
 
 
-async def load_checkpoint(link: RedisLink, keys: K.Keys) -> Checkpoint | None:
+async def load_checkpoint(link: RedisLink, keys: K.Keys, auth: Auth | None = None) -> Checkpoint | None:
     """The checkpoint in Redis, or None (missing, of the wrong type, or unreadable: logged)."""
     try:
         fields: dict[Any, Any] = await link.client.hgetall(keys.checkpoint)
@@ -181,7 +219,7 @@ async def load_checkpoint(link: RedisLink, keys: K.Keys) -> Checkpoint | None:
     if not fields:
         return None
     try:
-        return parse_checkpoint(fields)
+        return parse_checkpoint(fields, auth)
     except ProtocolError as exc:
         log.warning("ignoring an unreadable checkpoint: %s", exc)
         return None
@@ -248,8 +286,11 @@ class Checkpointer:
         handled = self.m.merger.handled
         if head + rows == self.last_state and not changed and handled == self.last_handled:
             return
-        fields: dict[Any, Any] = {"head": orjson.dumps(doc), "rows": rows}
-        fields.update({f"s:{key}": bucket_to_wire(key, series.buckets[key]) for key in changed})
+        auth, run_id = self.m.auth, self.m.run_id
+        fields: dict[Any, Any] = {"head": seal(auth, run_id, "head", orjson.dumps(doc)),
+                                  "rows": seal(auth, run_id, "rows", rows)}  # fmt: skip
+        fields.update({f"s:{key}": seal(auth, run_id, f"s:{key}", bucket_to_wire(key, series.buckets[key]))
+                       for key in changed})  # fmt: skip
         stale = [f"s:{key}" for key in self.written if key not in sigs]
         last_id = _text(self.m.merger.last_id)
         fresh = sum(1 for key in changed if key not in self.written)  # bucket fields new to Redis

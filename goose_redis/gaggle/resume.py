@@ -34,9 +34,10 @@ from ..errors import LoadTestError
 from ..logs import NOTICE
 from ..scenario import LoadTest
 from . import keys as K
+from .auth import Auth
 from .checkpoint import Checkpoint, load_checkpoint
 from .link import RedisLink, is_wrong_type
-from .protocol import ManagerBeat, ProtocolError, ShapeMessage, as_text
+from .protocol import ManagerBeat, ProtocolError, ShapeMessage, as_text, read_run
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -60,8 +61,9 @@ def fingerprint(config: Config, load_test: LoadTest) -> str:
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-async def read_beat(link: RedisLink, keys: K.Keys) -> ManagerBeat | None:
-    """The Manager heartbeat there is, if any (junk or a key of the wrong type: none)."""
+async def read_beat(link: RedisLink, keys: K.Keys, auth: Auth | None = None) -> ManagerBeat | None:
+    """The Manager heartbeat there is, if any (junk, a key of the wrong type, or with a secret
+    one its MAC does not cover: none, so a forged heartbeat cannot depose a Manager)."""
     try:
         raw = await link.client.get(keys.manager)
     except Exception as exc:
@@ -69,12 +71,12 @@ async def read_beat(link: RedisLink, keys: K.Keys) -> ManagerBeat | None:
             return None
         raise
     try:
-        return ManagerBeat.from_bytes(raw) if raw is not None else None
+        return ManagerBeat.from_bytes(raw, auth) if raw is not None else None
     except ProtocolError:
         return None
 
 
-async def wait_out_previous_manager(link: RedisLink, keys: K.Keys, gaggle: str) -> None:
+async def wait_out_previous_manager(link: RedisLink, keys: K.Keys, gaggle: str, auth: Auth | None = None) -> None:
     """Return once no other Manager is alive on the gaggle; refuse to start if one is.
 
     A heartbeat that is there says little by itself: it lives 5 s after its Manager was
@@ -82,7 +84,7 @@ async def wait_out_previous_manager(link: RedisLink, keys: K.Keys, gaggle: str) 
     first: float | None = None
     deadline = time.monotonic() + STALE_AFTER_S + 1.0
     while time.monotonic() < deadline:
-        beat = await read_beat(link, keys)
+        beat = await read_beat(link, keys, auth)
         if beat is None or link.now() - beat.at > STALE_AFTER_S:
             return
         if first is not None and beat.at != first:
@@ -94,7 +96,7 @@ async def wait_out_previous_manager(link: RedisLink, keys: K.Keys, gaggle: str) 
         await asyncio.sleep(0.25)
 
 
-async def decide(link: RedisLink, keys: K.Keys, config: Config, fp: str) -> Checkpoint | None:
+async def decide(link: RedisLink, keys: K.Keys, config: Config, fp: str, auth: Auth | None = None) -> Checkpoint | None:
     """The checkpoint of the run to adopt, or None for a fresh run (saying why, when a run is left behind)."""
     g = config.gaggle
     try:
@@ -112,7 +114,7 @@ async def decide(link: RedisLink, keys: K.Keys, config: Config, fp: str) -> Chec
         log.log(NOTICE, "--no-resume: starting a fresh run; run %s (%s) is over and its workers stop", run_id, state)
         return None
     why_not = None
-    cp = await load_checkpoint(link, keys)
+    cp = await load_checkpoint(link, keys, auth)
     if cp is None or cp.run_id != run_id:
         why_not = "it left no readable checkpoint"
     elif cp.fingerprint != fp:
@@ -173,8 +175,8 @@ async def _published_epoch(m: Manager, run_id: str) -> int:
 
 async def begin(m: Manager) -> None:
     """Wait out a previous Manager; adopt its run, or clear the gaggle's keys for a fresh one."""
-    await wait_out_previous_manager(m.link, m.keys, m.config.gaggle)
-    adopted = await decide(m.link, m.keys, m.config, m.fingerprint)
+    await wait_out_previous_manager(m.link, m.keys, m.config.gaggle, m.auth)
+    adopted = await decide(m.link, m.keys, m.config, m.fingerprint, m.auth)
     if adopted is not None:
         await adopt(m, adopted)
         return
@@ -188,16 +190,39 @@ async def begin(m: Manager) -> None:
     await m.link.client.delete(*m.keys.run_scoped(), *m.keys.view_scoped(), *stale)
 
 
+async def _run_taken(m: Manager) -> str | None:
+    """Our run id when ``run`` says another Manager ended our run; else None (ours, missing
+    after a Redis restart, unreadable, or junk: junk must not depose a Manager)."""
+    try:
+        raw: dict[Any, Any] = await m.link.client.hgetall(m.keys.run)
+        if as_text(raw.get(b"run_id")) != m.run_id:  # another run's (or none): not ours to judge
+            return None
+        run = read_run(m.auth, raw, m.run_id)
+    except Exception as exc:
+        if is_wrong_type(exc) or isinstance(exc, ProtocolError):
+            return None
+        raise
+    run_id, state = as_text(run.get(b"run_id")), as_text(run.get(b"state"))
+    ended = run_id == m.run_id and state == K.DONE and m.state != K.DONE
+    return run_id if ended else None
+
+
 async def still_in_charge(m: Manager) -> bool:
     """False once another Manager wrote a fresh heartbeat: it adopted the run (or started
     another) while this one was frozen. Then this one leaves everything to it."""
     if m.deposed:
         return False
-    beat = await read_beat(m.link, m.keys)
-    if beat is None or beat.owner in ("", m.owner) or m.link.now() - beat.at > STALE_AFTER_S:
-        return True
+    beat = await read_beat(m.link, m.keys, m.auth)
+    if beat is not None and beat.owner not in ("", m.owner) and m.link.now() - beat.at <= STALE_AFTER_S:
+        taken: str | None = beat.run_id
+    else:
+        # No live rival: but one may have adopted the run, ended it and gone while this
+        # one was stalled. The run hash says so.
+        taken = await _run_taken(m)
+        if taken is None:
+            return True
     m.deposed = True
-    msg = (f"another manager took over gaggle {m.config.gaggle!r} (run {beat.run_id}) while this one "
+    msg = (f"another manager took over gaggle {m.config.gaggle!r} (run {taken}) while this one "
            "was stalled; leaving the run to it")  # fmt: skip
     log.error("%s", msg)
     m.fatal = LoadTestError(msg)
