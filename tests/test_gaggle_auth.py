@@ -315,8 +315,12 @@ def test_workers_without_the_secret_or_with_another_are_refused(
     member = gaggle.worker(env=SIGNED)
     finish(manager, [member])
     assert count(manager, "refused an unauthenticated registration") == 1, manager.output()
-    assert "refused 2 unauthenticated registrations (logged once)" in manager.stderr.text()
-    assert refusal_kinds(manager) == {"unauthenticated registration"} and refusal_kinds(member) == set(), manager.output()
+    # Each refused Worker's registration is counted once; the one with another secret may see the
+    # Manager's signed messages and leave before its registration is read.
+    summary = r"refused (1 unauthenticated registration|2 unauthenticated registrations) \(logged once\)"
+    assert re.search(summary, manager.stderr.text()), manager.output()
+    assert refusal_kinds(manager) == {"unauthenticated registration"}, manager.output()
+    assert refusal_kinds(member) == set(), member.output()
     assert [pid_of(s) for s in gaggle.report()["workers"]] == [member.pid]
     assert aggregated(gaggle.report()) == fresh_target.completed_total() > 0
 
