@@ -34,6 +34,14 @@ def acked(server: RedisServer, g: Gaggle, wid: str) -> int:
     return int(raw.split(b":")[0]) if raw is not None else 0  # (signed: "seq:mac")
 
 
+def assert_exact_per_worker(report: dict[str, Any], workers: list[CliProcess], target: CountingTarget) -> None:
+    """Each Worker's row equals what it counted itself, and the total what the target answered."""
+    for w in workers:
+        row = next(s for s in report["workers"] if pid_of(s) == w.pid)
+        assert row["requests"] == final_count(w)
+    assert aggregated(report) == target.completed_total() == target.total()
+
+
 def final_count(worker: CliProcess) -> int:
     """What the Worker itself counted, from its last log line about metrics."""
     return int(worker.stderr.wait_for_match(r"final metrics: (\d+) requests", 5).group(1))
@@ -133,11 +141,7 @@ def stop_and_check_totals(
     finish(manager, workers, timeout=60)
     log = manager.stderr.text()
     assert "no final metrics" not in log and "but it counted" not in log, log
-    report = gaggle.report()
-    for w in workers:
-        row = next(s for s in report["workers"] if pid_of(s) == w.pid)
-        assert row["requests"] == final_count(w)
-    assert aggregated(report) == target.completed_total() == target.total()
+    assert_exact_per_worker(gaggle.report(), workers, target)
 
 
 def test_deltas_that_a_redis_restart_lost_before_the_manager_read_them_are_sent_again(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from support import CountingTarget, ProcessTracker, RedisServer
-from test_gaggle import Gaggle, aggregated, finish, pid_of, wait_until, worker_id, worker_index
-from test_gaggle_faults import acked, final_count
+from test_gaggle import Gaggle, aggregated, finish, wait_until, worker_id, worker_index
+from test_gaggle_faults import acked, assert_exact_per_worker
 from test_gaggle_junk_keys import no_fault_seen
 
 pytestmark = pytest.mark.slow
@@ -54,10 +54,7 @@ def test_a_worker_frozen_for_12s_is_lost_then_taken_back_and_nothing_is_counted_
     finish(manager, workers, timeout=45)
     report = gaggle.report()
     assert report["integrity"]["complete"] is True
-    for w in workers:
-        row = next(s for s in report["workers"] if pid_of(s) == w.pid)
-        assert row["requests"] == final_count(w)
-    assert aggregated(report) == fresh_target.completed_total() == fresh_target.total()
+    assert_exact_per_worker(report, workers, fresh_target)
 
 
 def test_redis_frozen_for_8s_twice_loses_no_worker_and_no_request(
@@ -170,10 +167,7 @@ def test_redis_restarted_while_the_manager_waits_for_final_deltas_loses_nothing(
     finish(manager, workers, timeout=45)
     report = gaggle.report()
     assert report["integrity"]["complete"] is True
-    for w in workers:
-        row = next(s for s in report["workers"] if pid_of(s) == w.pid)
-        assert row["requests"] == final_count(w)
-    assert aggregated(report) == fresh_target.completed_total() == fresh_target.total()
+    assert_exact_per_worker(report, workers, fresh_target)
 
 
 def test_the_stream_is_trimmed_while_the_run_lasts_and_a_redis_crash_loses_nothing(

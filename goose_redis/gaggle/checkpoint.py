@@ -340,13 +340,8 @@ class Checkpointer:
             res = self.link.replies("acknowledging metrics", await p.execute(raise_on_error=False))
         if trim and not isinstance(res[-1], BaseException):
             self.last_trim = last_id  # (a refused trim: the merger repairs the stream)
-        if marks and is_wrong_type(res[0]):
-            log.warning("the acks key held another kind of value: deleted, every acknowledgement written again")
-            async with self.link.client.pipeline(transaction=False) as p:
-                p.delete(self.keys.acks)
-                p.hset(self.keys.acks, mapping=marks)
-                p.expire(self.keys.acks, K.LONG_TTL_S)
-                await p.execute()
+        if marks and is_wrong_type(res[0]):  # every acknowledgement is written again
+            await self.link.rewrite_hash(self.keys.acks, marks, K.LONG_TTL_S, "the acks key")
         elif marks and isinstance(res[0], BaseException):
             raise res[0]
 

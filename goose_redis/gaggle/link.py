@@ -213,6 +213,15 @@ class RedisLink:
                 raise self.refusal(what, r)
         return results
 
+    async def rewrite_hash(self, key: str, mapping: dict[Any, Any], ttl_s: int, what: str) -> None:
+        """A hash this process owns held another kind of value (junk): replace it whole."""
+        log.warning("%s held another kind of value: deleted, written again", what)
+        async with self.client.pipeline(transaction=False) as p:
+            p.delete(key)
+            p.hset(key, mapping=mapping)
+            p.expire(key, ttl_s)
+            self.replies(f"rewriting {what}", await p.execute(raise_on_error=False))
+
     async def attempt(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
         try:
             result = await call()

@@ -126,12 +126,7 @@ class Manager:
                 p.expire(key, K.LONG_TTL_S)
             res = self.link.replies("sending the manager heartbeat", await p.execute(raise_on_error=False))
         if is_wrong_type(res[1]):
-            log.warning("the run key held another kind of value: deleted, written again")
-            async with self.link.client.pipeline(transaction=False) as p:
-                p.delete(self.keys.run)
-                p.hset(self.keys.run, mapping=signed_run)
-                p.expire(self.keys.run, K.LONG_TTL_S)
-                await p.execute()
+            await self.link.rewrite_hash(self.keys.run, signed_run, K.LONG_TTL_S, "the run key")
 
     async def _beat_loop(self) -> None:
         while True:
