@@ -20,21 +20,17 @@ from typing import IO, Any
 from redis.exceptions import RedisError
 
 from ..config import Config
-from ..eventlogs import EventLogs
 from ..logs import NOTICE, set_prefix
 from ..metrics import Metrics
-from ..procgroup import Engine, ProcessGroup
-from ..recorder import Recorder
-from ..runner import Runner, RunOptions
+from ..procgroup import Engine
 from ..scenario import LoadTest, filter_scenarios
-from ..shape import IDLE, Slot
 from ..signals import install_stop_handlers
 from . import keys as K
-from .auth import REPLAYED, Auth, SecretCheck
+from .auth import Auth, SecretCheck
+from .following import Following
 from .link import RedisGone, RedisLink, RedisRefused, Wakeup, cancel_and_wait, run_linked
 from .outbox import Outbox, sketches_due
-from .presence import Presence
-from .protocol import Assignment, ProtocolError, ShapeMessage, StopRequest, Unauthenticated, as_text, read_run
+from .protocol import Assignment, ProtocolError, StopRequest, Unauthenticated, as_text, read_run
 from .silence import Silence
 from .stopkey import read_stop, write_stop
 
@@ -44,7 +40,7 @@ EXIT_OK, EXIT_ERROR = 0, 1
 REJOIN = -1  # the run this Worker waited to start is over: register for the next one
 
 
-class Worker(Presence):
+class Worker(Following):
     def __init__(self, config: Config, load_test: LoadTest, link: RedisLink) -> None:
         self.config = config
         self.full_test = load_test
@@ -209,32 +205,6 @@ class Worker(Presence):
         except Unauthenticated:
             return None
 
-    async def _read_shape(self) -> ShapeMessage | None:
-        raw = await self.link.attempt("reading the shape", lambda: self.link.client.get(self.keys.shape))
-        if raw is None:
-            return None
-        try:
-            msg = ShapeMessage.from_bytes(raw, self.auth)
-        except Unauthenticated:
-            return None
-        except ProtocolError as exc:
-            self._warn_once("shape", "ignoring a malformed shape: %s", exc)
-            return None
-        assert self.assignment is not None
-        if msg.run_id != self.assignment.run_id:
-            return None
-        if msg.epoch < self.shape_epoch and self.auth.enabled:  # signed, but passed: an old shape replayed
-            self.auth.refuse("ShapeMessage", REPLAYED, f"epoch {msg.epoch}, and this worker follows epoch "
-                             f"{self.shape_epoch}", raw)  # fmt: skip
-            return None
-        return msg
-
-    def _slot_of(self, msg: ShapeMessage) -> Slot:
-        try:
-            return Slot.of(msg.workers.index(self.id), len(msg.workers))
-        except ValueError:
-            return IDLE  # the Manager gave our users to others (it thought us lost): run none
-
     async def _wait_for_start(self) -> int | None:
         assert self.assignment is not None
         await self.link.attempt("joining the barrier", self._join_barrier)
@@ -280,54 +250,6 @@ class Worker(Presence):
             p.sadd(self.keys.ready, self.id)
             p.expire(self.keys.ready, K.LONG_TTL_S)  # a set this creates never outlives the run
             await p.execute()
-
-    def _make_runner(self, msg: ShapeMessage) -> None:
-        a = self.assignment
-        assert a is not None
-        options = RunOptions(host=a.host, timeout_s=a.timeout_s, iterations=a.iterations, source=self.id,
-                             own_end=False, co_mitigation=a.co_mitigation)  # fmt: skip
-        if self.config.processes > 1:  # one Worker, N engines on sub-slots of its slot (procgroup.py)
-            self.runner = ProcessGroup(self.config, self.load_test, options, self.metrics, msg.shape(),
-                                       self._slot_of(msg))  # fmt: skip
-            self.shape_epoch = msg.epoch
-            return
-        if self.config.request_log:  # each Worker keeps its own request log, on its own host
-            self.request_log = open(self.config.request_log, "wb")  # noqa: SIM115 - closed in run()
-        events = EventLogs.open(self.config, self.load_test, self.event_logs)  # local to this Worker too
-        recorder = Recorder(self.metrics, self.request_log, events=events)
-        self.runner = Runner(self.load_test, options, recorder, msg.shape(),
-                             self._slot_of(msg))  # fmt: skip
-        self.shape_epoch = msg.epoch
-        if msg.cause:  # a control command before the start changed what starts
-            self.shape_cause = msg.cause
-            log.log(NOTICE, "starting as steered before the start: %s", msg.cause)
-
-    def _shape_unchanged(self, run: dict[Any, Any] | None) -> bool:
-        """The run hash names the shape's epoch. The shape lists every Worker, so reading it
-        on every poll would cost Redis workers x workers bytes a second: read it when it changed."""
-        try:
-            return run is not None and int(run[b"epoch"]) <= self.shape_epoch
-        except (KeyError, ValueError):
-            return False  # a Manager that does not write it: read the shape as before
-
-    async def _follow_shape(self, run: dict[Any, Any] | None) -> None:
-        if self._shape_unchanged(run):
-            return
-        msg = await self._read_shape()
-        if msg is None or msg.epoch <= self.shape_epoch or self.runner is None:
-            return
-        self.shape_epoch = msg.epoch
-        slot = self._slot_of(msg)
-        shape = msg.shape()
-        self.runner.set_shape(shape, slot)
-        total = shape.users_at(self.runner.elapsed())
-        if msg.cause and msg.cause != self.shape_cause:  # a control command: every Worker says so
-            self.shape_cause = msg.cause
-            i = shape.active(self.runner.elapsed())
-            target = shape.segments[i].end if i is not None else total  # where the change is heading
-            log.log(NOTICE, "%s: %d of %d users are ours", msg.cause, slot.count(target), target)
-        else:
-            log.info("the shape changed (epoch %d): %d of %d users are ours now", msg.epoch, slot.count(total), total)
 
     async def _run_load(self) -> int:
         assert self.assignment is not None and self.runner is not None
