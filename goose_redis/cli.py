@@ -211,7 +211,8 @@ def status_command(**raw: Any) -> None:
         _fail(str(exc), 1)
 
 
-@click.command("control", cls=GroupedCommand, context_settings=HELP)
+# ignore_unknown_options: in `control users -3`, -3 is a value (refused with its reason), not an option.
+@click.command("control", cls=GroupedCommand, context_settings={**HELP, "ignore_unknown_options": True})
 @click.argument("command", metavar="COMMAND")
 @click.argument("value", metavar="[VALUE]", required=False)
 @click_options("control")

@@ -175,6 +175,7 @@ def test_throttle_then_a_test_plan_that_ends_the_run(gaggle: Gaggle, fresh_targe
     [
         (["users", "abc"], "users", "The users command takes a whole number, 0 to 1,000,000."),
         (["users", "1.5"], "users", "The users command takes a whole number, 0 to 1,000,000."),
+        (["users", "-3"], "users", "The users command takes a whole number, 0 to 1,000,000."),  # a value, not an option
         (["users"], "users", "The users command needs a value, like 10."),
         (["hatch-rate", "0"], "hatch-rate", "The hatch-rate command takes a number from 0.001 to 1,000,000."),
         (["run-time", "soon"], "run-time", "The run-time command takes a time like 30s, 2m or 1h30m"),
