@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support import CountingTarget, ProcessTracker, run_cli
 from test_gaggle import Gaggle
+from test_reports_e2e import Run as ReportRun
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +49,8 @@ ERROR_LINE = re.compile(
 RUN_TIMEOUT_S = 90.0
 
 
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    stem: Path
-
-    @property
-    def report(self) -> dict[str, Any]:
-        return dict(json.loads(self.stem.with_suffix(".json").read_text()))
+class Run(ReportRun):
+    """A finished run, with its thresholds by expression."""
 
     @property
     def results(self) -> dict[str, dict[str, Any]]:
