@@ -89,11 +89,8 @@ def redis_factory() -> Iterator[RedisFactory]:
 
 @pytest.fixture(scope="session")
 def _session_target() -> Iterator[CountingTarget]:
-    target = CountingTarget().start()
-    try:
+    with CountingTarget() as target:
         yield target
-    finally:
-        target.stop()
 
 
 @pytest.fixture
@@ -111,11 +108,15 @@ def module_target() -> Iterator[CountingTarget]:
 
 @pytest.fixture
 def fresh_target() -> Iterator[CountingTarget]:
-    target = CountingTarget().start()
-    try:
+    with CountingTarget() as target:
         yield target
-    finally:
-        target.stop()
+
+
+@pytest.fixture
+def second_target() -> Iterator[CountingTarget]:
+    """Another private target, for a test that needs two (a second run must not reach the first)."""
+    with CountingTarget() as target:
+        yield target
 
 
 @pytest.fixture

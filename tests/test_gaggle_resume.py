@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -32,15 +31,6 @@ WORKER_OWNED = ("workers", "worker:", "hb:")  # refreshed by the Workers themsel
 @pytest.fixture
 def gaggle(procs: ProcessTracker, redis_url: str, tmp_path: Path) -> Gaggle:
     return Gaggle(procs, redis_url, tmp_path / "gaggle")
-
-
-@pytest.fixture
-def second_target() -> Iterator[CountingTarget]:
-    target = CountingTarget().start()
-    try:
-        yield target
-    finally:
-        target.stop()
 
 
 def keys_without_ttl(r: redis.Redis, g: Gaggle, skip: tuple[str, ...] = ()) -> list[str]:
