@@ -173,7 +173,7 @@ def parse_checkpoint(fields: dict[bytes, bytes], auth: Auth | None = None) -> Ch
         run_id = head.get("run_id") if isinstance(head, dict) else None
         if not isinstance(run_id, str):
             raise ProtocolError("the checkpoint has no head with a run id")
-        head = orjson.loads(unseal(auth, run_id, "head", sealed_head))
+        unseal(auth, run_id, "head", sealed_head)  # the MAC of what was parsed, now its run is known
         rows = orjson.loads(unseal(auth, run_id, "rows", fields.get(b"rows") or b"null"))
         if not isinstance(head, dict) or head.get("v") != PROTOCOL_VERSION or not isinstance(rows, dict):
             raise ProtocolError("the checkpoint has no head or rows of this protocol version")
