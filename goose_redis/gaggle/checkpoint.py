@@ -20,7 +20,6 @@ Manager would adopt: a refused one is logged and the Manager starts a fresh run.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from ..metrics import Metrics, WireError
 from ..series import Bucket, Series
 from ..sketch import sketch_to_wire
 from . import keys as K
-from .auth import BAD_MAC, NO_MAC, UNAUTHENTICATED, Auth, AuthError, Binding, digest
+from .auth import Auth, AuthError, Binding
 from .ledger import WorkerLedger
 from .link import RedisLink, is_wrong_type
 from .protocol import PROTOCOL_VERSION, ProtocolError, ShapeMessage, ack_value
@@ -142,26 +141,15 @@ def series_from_fields(interval: int, keys: list[int], fields: dict[bytes, bytes
 
 def seal(auth: Auth | None, run_id: str, name: str, raw: bytes) -> bytes:
     """A checkpoint field as written: ``raw``, and with a secret ``:MAC``."""
-    if auth is None or not auth.enabled:
-        return raw
-    return raw + b":" + auth.tag(Binding("checkpoint", run_id, name), {"digest": digest(raw).hex()}).encode()
+    return auth.seal(Binding("checkpoint", run_id, name), raw) if auth is not None else raw
 
 
 def unseal(auth: Auth | None, run_id: str, name: str, value: bytes) -> bytes:
     """A checkpoint field's JSON once its MAC is right; ProtocolError when refused."""
-    if auth is None or not auth.enabled:
-        return value
-    raw, sep, got = value.rpartition(b":")
-    binding = Binding("checkpoint", run_id, name)
     try:
-        if not sep:
-            raise auth.refuse("checkpoint", UNAUTHENTICATED, NO_MAC, (binding, value[:80]))
-        want = auth.tag(binding, {"digest": digest(raw).hex()}).encode()
-        if not hmac.compare_digest(got, want):
-            raise auth.refuse("checkpoint", UNAUTHENTICATED, BAD_MAC, (binding, value[:80]))
+        return auth.unseal(Binding("checkpoint", run_id, name), value) if auth is not None else value
     except AuthError as exc:
         raise ProtocolError(f"checkpoint field {name!r} refused: {exc.reason}") from None
-    return raw
 
 
 def parse_checkpoint(fields: dict[bytes, bytes], auth: Auth | None = None) -> Checkpoint:
