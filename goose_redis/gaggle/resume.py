@@ -212,15 +212,14 @@ async def still_in_charge(m: Manager) -> bool:
     another) while this one was frozen. Then this one leaves everything to it."""
     if m.deposed:
         return False
-    beat = await read_beat(m.link, m.keys, m.auth)
-    if beat is not None and beat.owner not in ("", m.owner) and m.link.now() - beat.at <= STALE_AFTER_S:
-        taken: str | None = beat.run_id
-    else:
-        # No live rival: but one may have adopted the run, ended it and gone while this
-        # one was stalled. The run hash says so.
-        taken = await _run_taken(m)
-        if taken is None:
+    # Read the heartbeat last: between that read and this Manager's next write lies the window
+    # in which a stall lets it overwrite a rival's heartbeat (see docs/deploy.md).
+    taken = await _run_taken(m)  # a rival may have adopted the run, ended it and gone
+    if taken is None:
+        beat = await read_beat(m.link, m.keys, m.auth)
+        if beat is None or beat.owner in ("", m.owner) or m.link.now() - beat.at > STALE_AFTER_S:
             return True
+        taken = beat.run_id
     m.deposed = True
     msg = (f"another manager took over gaggle {m.config.gaggle!r} (run {taken}) while this one "
            "was stalled; leaving the run to it")  # fmt: skip
